@@ -1,0 +1,105 @@
+"""Make and drop throwaway MariaDB databases loaded with Valar's schema (tests and benchmarks).
+
+Nothing here touches a database it did not create: every name starts with ``vf_test_`` and a
+random suffix, and only names this process created are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+SCHEMA_SQL = Path(__file__).parent / "resources" / "testdb.sql"
+
+START_HINT = (
+    "start it with `start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd` "
+    "(or set VALARFAST_TEST_MYSQL_HOST / _PORT / _USER / _PASSWORD)"
+)
+
+# the lines of testdb.sql that create the database and user `valartest`/`kaletest`: not ours
+_FOREIGN_STATEMENT = re.compile(
+    r"^\s*(DROP DATABASE|CREATE DATABASE|DROP USER|CREATE USER|GRANT|USE)\b", re.IGNORECASE
+)
+
+
+def server_settings() -> dict[str, Any]:
+    """Where the test server is: 127.0.0.1:3306 as root with no password unless overridden."""
+    return {
+        "host": os.environ.get("VALARFAST_TEST_MYSQL_HOST", "127.0.0.1"),
+        "port": int(os.environ.get("VALARFAST_TEST_MYSQL_PORT", "3306")),
+        "user": os.environ.get("VALARFAST_TEST_MYSQL_USER", "root"),
+        "password": os.environ.get("VALARFAST_TEST_MYSQL_PASSWORD", ""),
+    }
+
+
+class ServerUnreachable(RuntimeError):
+    pass
+
+
+def admin_connection(database: str | None = None, **extra: Any) -> pymysql.connections.Connection:
+    """A plain PyMySQL connection to the test server, or ServerUnreachable saying how to start it."""
+    s = server_settings()
+    try:
+        return pymysql.connect(
+            database=database, charset="utf8mb4", autocommit=True, connect_timeout=5, **s, **extra
+        )
+    except pymysql.err.OperationalError as e:
+        raise ServerUnreachable(
+            f"MariaDB is not reachable at {s['host']}:{s['port']} as {s['user']!r} ({e}); {START_HINT}"
+        ) from e
+
+
+def schema_statements() -> list[str]:
+    """The CREATE TABLE / INSERT statements of testdb.sql, without its database and user lines."""
+    text = SCHEMA_SQL.read_text(encoding="utf-8")
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    out = []
+    for stmt in text.split(";"):
+        if stmt.strip() and not _FOREIGN_STATEMENT.match(stmt):
+            out.append(stmt.strip())
+    return out
+
+
+def create_valar_database(prefix: str = "vf_test") -> str:
+    """Create a fresh database with Valar's 57 tables (and ``ref_four``); return its name."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    conn = admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"
+            )
+            cur.execute(f"USE `{name}`")
+            for stmt in schema_statements():
+                cur.execute(stmt)
+            cur.execute("SET FOREIGN_KEY_CHECKS=1")
+    except BaseException:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        raise
+    finally:
+        conn.close()
+    return name
+
+
+def drop_database(name: str) -> None:
+    """Drop a database this process created (refuses any name without the test prefix)."""
+    if not name.startswith(("vf_test_", "vf_bench_")):
+        raise ValueError(f"refusing to drop {name!r}: not a database made by valarfast's tests")
+    conn = admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+def config_for(database: str) -> dict[str, Any]:
+    """A valarfast config mapping for a database on the test server."""
+    return {"database": database, **server_settings()}

@@ -1,0 +1,64 @@
+"""valarfast: fast, safe access to Valar from Python; a drop-in successor of valarpy.
+
+>>> import valarfast as valarpy
+>>> with valarpy.opened() as model:                # doctest: +SKIP
+...     print(model.Refs.fetch("ref_four").id)
+4
+
+Names are imported on first use, so ``import valarfast`` stays cheap and never needs a server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from valarfast.errors import (
+    UnsupportedOperationError,
+    ValarLookupError,
+    ValarTableTypeError,
+    WriteNotEnabledError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (loaded on first access)
+_LAZY_NAMES: dict[str, str] = {
+    "Valar": "valarfast.connection",
+    "opened": "valarfast.connection",
+    "new_model": "valarfast.connection",
+    "valarpy_info": "valarfast.connection",
+}
+_SUBMODULES = frozenset(
+    {"model", "metamodel", "connection", "utils", "blobs", "batch", "config", "guard", "sandbox", "cli"}
+)
+
+__all__ = [
+    "Valar",
+    "opened",
+    "new_model",
+    "valarpy_info",
+    "ValarLookupError",
+    "ValarTableTypeError",
+    "UnsupportedOperationError",
+    "WriteNotEnabledError",
+    "__version__",
+]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    from valarfast.connection import Valar, new_model, opened, valarpy_info
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"valarfast.{name}")
+    else:
+        raise AttributeError(f"module 'valarfast' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES) | _SUBMODULES)
