@@ -1,0 +1,357 @@
+# cython: language_level=3, embedsignature=True
+"""Compiled blob kernels of valarfast: big-endian blobs -> native rows and matrices.
+
+Kernels compute; ``valarfast.blobs`` checks and allocates. Each function re-checks what it must
+to never write out of bounds, and reports a bad input by a negative status code (mapped to a
+message by ``valarfast.blobs``) *before* writing anything. The GIL is released for work above
+``GIL_RELEASE_BYTES``.
+"""
+
+cimport cython
+from cpython.buffer cimport (
+    PyBUF_C_CONTIGUOUS,
+    PyBUF_SIMPLE,
+    PyBUF_WRITABLE,
+    PyBuffer_Release,
+    PyObject_CheckBuffer,
+    PyObject_GetBuffer,
+)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.ref cimport Py_INCREF, Py_XDECREF, PyObject
+from libc.stdint cimport int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+from byteorder cimport VF_HAVE_AVX2_CODE, decode_span, vf_cpu_has_avx2
+
+cdef extern from *:
+    """
+    #ifndef VALARFAST_SOURCE_HASH
+    #define VALARFAST_SOURCE_HASH "unknown"
+    #endif
+    #ifndef VALARFAST_DEBUG_BUILD
+    #define VALARFAST_DEBUG_BUILD 0
+    #endif
+    """
+    const char *VALARFAST_SOURCE_HASH
+    const int VALARFAST_DEBUG_BUILD
+
+cdef extern from "Python.h":
+    object PySequence_Fast(object o, const char *message)
+    Py_ssize_t PySequence_Fast_GET_SIZE(object o)
+    PyObject *PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
+
+#: sha256 of src_ext/ as setup.py saw it (valarfast refuses a module whose sources changed)
+SOURCE_HASH = VALARFAST_SOURCE_HASH.decode("ascii")
+#: built with VALARFAST_DEBUG=1 (-O0 -g, line tracing)
+DEBUG = bool(VALARFAST_DEBUG_BUILD)
+#: below this many bytes of work, keeping the GIL is cheaper than releasing it (~0.1 us)
+GIL_RELEASE_BYTES = 16384
+
+# status codes; valarfast.blobs maps them to messages
+OK = 0
+ERR_NOT_BUFFER = -1     # row is neither None nor an object with the buffer protocol
+ERR_BUFFER = -2         # buffer export failed (not C-contiguous, ...)
+ERR_RAGGED = -3         # byte length not a multiple of the item size
+ERR_TOO_LONG = -4       # row longer than the output
+ERR_OUT = -5            # output not a writable C-contiguous buffer of that item size
+
+cdef bint _use_avx2 = vf_cpu_has_avx2() != 0
+
+
+def simd():
+    """The vector code in use: ``"avx2"`` or ``"scalar"``."""
+    return "avx2" if _use_avx2 else "scalar"
+
+
+def set_simd(bint enabled):
+    """Use AVX2 when the CPU has it (True, the default) or force scalar code (for tests)."""
+    global _use_avx2
+    _use_avx2 = enabled and VF_HAVE_AVX2_CODE and vf_cpu_has_avx2() != 0
+    return simd()
+
+
+cdef inline void fill_span(unsigned char *dst, Py_ssize_t nitems, int width,
+                           uint64_t pattern) noexcept nogil:
+    """Write the native `width`-byte value `pattern` nitems times (dst may be unaligned)."""
+    cdef Py_ssize_t i
+    cdef unsigned char b
+    cdef uint16_t v16
+    cdef uint32_t v32
+    if nitems <= 0:
+        return
+    if pattern == 0:
+        memset(dst, 0, <size_t>(nitems * width))
+    elif width == 1:
+        b = <unsigned char>pattern
+        memset(dst, b, <size_t>nitems)
+    elif width == 2:
+        v16 = <uint16_t>pattern
+        for i in range(nitems):
+            memcpy(dst + 2 * i, &v16, 2)
+    elif width == 4:
+        v32 = <uint32_t>pattern
+        for i in range(nitems):
+            memcpy(dst + 4 * i, &v32, 4)
+    else:
+        for i in range(nitems):
+            memcpy(dst + 8 * i, &pattern, 8)
+
+
+cdef int get_out(object out, Py_buffer *view, int width) except -1:
+    """Export `out` writable and C-contiguous; 0 on success, ERR_OUT (nothing held) otherwise."""
+    try:
+        PyObject_GetBuffer(out, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
+    except (BufferError, TypeError, ValueError):
+        return ERR_OUT
+    if view.itemsize != width:
+        PyBuffer_Release(view)
+        return ERR_OUT
+    return OK
+
+
+def blob_nbytes(object blob):
+    """Byte length of a row: >= 0, -1 for None... as a status: ERR_NOT_BUFFER / ERR_BUFFER."""
+    cdef Py_buffer view
+    cdef Py_ssize_t n
+    if PyBytes_CheckExact(blob):
+        return PyBytes_GET_SIZE(blob)
+    if blob is None:
+        return 0
+    if not PyObject_CheckBuffer(blob):
+        return ERR_NOT_BUFFER
+    try:
+        PyObject_GetBuffer(blob, &view, PyBUF_C_CONTIGUOUS)
+    except (BufferError, TypeError, ValueError):
+        return ERR_BUFFER
+    n = view.len
+    PyBuffer_Release(&view)
+    return n
+
+
+@cython.cdivision(True)
+def decode_row(object blob, object out, int width, bint flip, bint stream):
+    """Decode one blob into the start of `out`; the number of items written, or a status < 0.
+
+    Nothing is written unless the blob is valid and fits; the rest of `out` is not touched.
+    ``None`` writes nothing and returns 0.
+    """
+    cdef Py_buffer src_view
+    cdef Py_buffer out_view
+    cdef const unsigned char *src
+    cdef Py_ssize_t n
+    cdef bint held = False
+    cdef int status
+    if PyBytes_CheckExact(blob):
+        src = <const unsigned char *>PyBytes_AS_STRING(blob)
+        n = PyBytes_GET_SIZE(blob)
+    elif blob is None:
+        return 0
+    elif not PyObject_CheckBuffer(blob):
+        return ERR_NOT_BUFFER
+    else:
+        try:
+            PyObject_GetBuffer(blob, &src_view, PyBUF_C_CONTIGUOUS)
+        except (BufferError, TypeError, ValueError):
+            return ERR_BUFFER
+        held = True
+        src = <const unsigned char *>src_view.buf
+        n = src_view.len
+    try:
+        if n % width != 0:
+            return ERR_RAGGED
+        status = get_out(out, &out_view, width)
+        if status != OK:
+            return status
+        try:
+            if n > out_view.len:
+                return ERR_TOO_LONG
+            if n >= GIL_RELEASE_BYTES:
+                with nogil:
+                    decode_span(src, <unsigned char *>out_view.buf, n, width, flip, _use_avx2,
+                                stream)
+            else:
+                decode_span(src, <unsigned char *>out_view.buf, n, width, flip, _use_avx2, False)
+        finally:
+            PyBuffer_Release(&out_view)
+    finally:
+        if held:
+            PyBuffer_Release(&src_view)
+    return n // width
+
+
+@cython.cdivision(True)
+def fill(object out, Py_ssize_t start, int width, uint64_t pattern):
+    """Write `pattern` (the value's native bits) into items start.. of `out`; a status code."""
+    cdef Py_buffer view
+    cdef Py_ssize_t nitems
+    cdef int status = get_out(out, &view, width)
+    if status != OK:
+        return status
+    try:
+        nitems = view.len // width - start
+        if start < 0 or nitems < 0:
+            return ERR_TOO_LONG
+        if nitems * width >= GIL_RELEASE_BYTES:
+            with nogil:
+                fill_span(<unsigned char *>view.buf + start * width, nitems, width, pattern)
+        else:
+            fill_span(<unsigned char *>view.buf + start * width, nitems, width, pattern)
+    finally:
+        PyBuffer_Release(&view)
+    return OK
+
+
+cdef class BlobBatch:
+    """The rows of a batch, gathered once: a pointer and byte length per row, references held.
+
+    ``BlobBatch(rows, nbytes)`` fills the int64 array ``nbytes`` with each row's byte length
+    (-1 for ``None``). It stops at the first row that is not a C-contiguous buffer, setting
+    ``bad_index``, ``bad_code`` (ERR_NOT_BUFFER / ERR_BUFFER) and ``bad_error`` (the exception).
+    """
+
+    cdef Py_ssize_t n
+    cdef const unsigned char **ptrs
+    cdef Py_ssize_t *sizes
+    cdef PyObject **refs
+    cdef Py_buffer *views
+    cdef unsigned char *held
+    cdef readonly Py_ssize_t bad_index
+    cdef readonly int bad_code
+    cdef readonly object bad_error
+
+    def __cinit__(self, object rows, int64_t[::1] nbytes):
+        cdef object seq = PySequence_Fast(rows, "blobs must be a sequence")
+        cdef Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq)
+        cdef PyObject *item
+        self.bad_index = -1
+        self.bad_code = OK
+        self.bad_error = None
+        if nbytes.shape[0] != n:
+            raise ValueError(f"nbytes has {nbytes.shape[0]} entries for {n} rows")
+        self.n = n
+        self.ptrs = <const unsigned char **>calloc(max(n, 1), sizeof(void *))
+        self.sizes = <Py_ssize_t *>calloc(max(n, 1), sizeof(Py_ssize_t))
+        self.refs = <PyObject **>calloc(max(n, 1), sizeof(PyObject *))
+        if self.ptrs == NULL or self.sizes == NULL or self.refs == NULL:
+            raise MemoryError()
+        for i in range(n):
+            item = PySequence_Fast_GET_ITEM(seq, i)
+            obj = <object>item
+            if PyBytes_CheckExact(obj):
+                self.ptrs[i] = <const unsigned char *>PyBytes_AS_STRING(obj)
+                self.sizes[i] = PyBytes_GET_SIZE(obj)
+                Py_INCREF(obj)
+                self.refs[i] = item
+            elif obj is None:
+                self.sizes[i] = -1
+            elif not PyObject_CheckBuffer(obj):
+                self.bad_index, self.bad_code = i, ERR_NOT_BUFFER
+                nbytes[i] = -1
+                return
+            else:
+                if self.views == NULL:
+                    self.views = <Py_buffer *>calloc(n, sizeof(Py_buffer))
+                    self.held = <unsigned char *>calloc(n, 1)
+                    if self.views == NULL or self.held == NULL:
+                        raise MemoryError()
+                try:
+                    PyObject_GetBuffer(obj, &self.views[i], PyBUF_C_CONTIGUOUS)
+                except (BufferError, TypeError, ValueError) as e:
+                    self.bad_index, self.bad_code, self.bad_error = i, ERR_BUFFER, e
+                    nbytes[i] = -1
+                    return
+                self.held[i] = 1
+                self.ptrs[i] = <const unsigned char *>self.views[i].buf
+                self.sizes[i] = self.views[i].len
+            nbytes[i] = self.sizes[i]
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.refs != NULL:
+            for i in range(self.n):
+                Py_XDECREF(self.refs[i])
+        if self.views != NULL and self.held != NULL:
+            for i in range(self.n):
+                if self.held[i]:
+                    PyBuffer_Release(&self.views[i])
+        free(self.refs)
+        free(self.held)
+        free(self.views)
+        free(<void *>self.ptrs)
+        free(self.sizes)
+
+    def __len__(self):
+        return self.n
+
+
+@cython.cdivision(True)
+def decode_matrix(BlobBatch batch not None, object out, Py_ssize_t ncols, int width, bint flip,
+                  uint64_t pattern, bint stream):
+    """Decode every row of `batch` into row i of the C-contiguous (n, ncols) `out`, padding
+    with `pattern`; one call, GIL released. Returns OK or a status < 0 with nothing written."""
+    cdef Py_buffer view
+    cdef Py_ssize_t i, size, nitems, total = 0
+    cdef Py_ssize_t rowbytes = ncols * width
+    cdef unsigned char *dst
+    cdef bint avx2 = _use_avx2
+    cdef int status
+    if batch.bad_index >= 0 or ncols < 0:
+        return ERR_BUFFER
+    for i in range(batch.n):  # re-check before the first write: never a partial result
+        size = batch.sizes[i]
+        if size > rowbytes:
+            return ERR_TOO_LONG
+        if size > 0 and size % width != 0:
+            return ERR_RAGGED
+        total += size if size > 0 else 0
+    status = get_out(out, &view, width)
+    if status != OK:
+        return status
+    try:
+        if view.len != batch.n * rowbytes:
+            return ERR_OUT
+        dst = <unsigned char *>view.buf
+        if view.len >= GIL_RELEASE_BYTES or total >= GIL_RELEASE_BYTES:
+            with nogil:
+                for i in range(batch.n):
+                    size = batch.sizes[i] if batch.sizes[i] > 0 else 0
+                    decode_span(batch.ptrs[i], dst + i * rowbytes, size, width, flip, avx2,
+                                stream)
+                    nitems = ncols - size // width
+                    fill_span(dst + i * rowbytes + size, nitems, width, pattern)
+        else:
+            for i in range(batch.n):
+                size = batch.sizes[i] if batch.sizes[i] > 0 else 0
+                decode_span(batch.ptrs[i], dst + i * rowbytes, size, width, flip, avx2, False)
+                fill_span(dst + i * rowbytes + size, ncols - size // width, width, pattern)
+    finally:
+        PyBuffer_Release(&view)
+    return OK
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def fill_rows(object out, const int64_t[::1] lengths, Py_ssize_t ncols, int width,
+              uint64_t pattern):
+    """Pad row i of the C-contiguous (n, ncols) `out` from item lengths[i] on; a status code."""
+    cdef Py_buffer view
+    cdef Py_ssize_t i, start, n = lengths.shape[0]
+    cdef unsigned char *dst
+    for i in range(n):
+        if lengths[i] < 0 or lengths[i] > ncols:
+            return ERR_TOO_LONG
+    cdef int status = get_out(out, &view, width)
+    if status != OK:
+        return status
+    try:
+        if view.len != n * ncols * width:
+            return ERR_OUT
+        dst = <unsigned char *>view.buf
+        with nogil:
+            for i in range(n):
+                start = <Py_ssize_t>lengths[i]
+                fill_span(dst + (i * ncols + start) * width, ncols - start, width, pattern)
+    finally:
+        PyBuffer_Release(&view)
+    return OK
