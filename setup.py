@@ -4,6 +4,8 @@ Metadata lives in pyproject.toml. numpy is not needed to build (typed memoryview
 
 - ``VALARFAST_DEBUG=1``: -O0 -g, Cython line tracing and gdb info, asserts on.
 - ``VALARFAST_NO_SIMD=1``: leave out the AVX2 code (scalar kernels only).
+- ``VALARFAST_REQUIRE_COMPILED=1``: a failed compile fails the install (else the extension is
+  optional and valarfast falls back to numpy, saying so).
 
 The build embeds a sha256 of src_ext/ in the module and writes ``valarfast/_build_info.py``;
 at import valarfast refuses a compiled module whose sources have changed since.
@@ -83,7 +85,7 @@ def _extensions() -> list[Extension]:
     directives = {"language_level": "3", "embedsignature": True}
     if debug:
         directives.update({"linetrace": True, "profile": True})
-    return cythonize(
+    extensions = cythonize(
         [ext],
         include_path=["src_ext"],
         compiler_directives=directives,
@@ -91,6 +93,12 @@ def _extensions() -> list[Extension]:
         force=debug,
         quiet=True,
     )
+    # cythonize() drops optional=True: set it afterwards. Without a C compiler the install
+    # still succeeds and valarfast runs its numpy fallback (an ImportError when
+    # VALARFAST_REQUIRE_COMPILED=1).
+    for extension in extensions:
+        extension.optional = not _flag("VALARFAST_REQUIRE_COMPILED")
+    return extensions
 
 
 setup(ext_modules=_extensions())

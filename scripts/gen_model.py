@@ -77,14 +77,14 @@ PLAIN_FIELDS = {
 }
 LENGTH_FIELDS = {
     "varchar": "CharField",
-    "char": "FixedCharField",
+    "char": "FixedCharField",  # valarfast.metamodel's (typed max_length)
     "binary": "BinaryField",
     "varbinary": "VarBinaryField",
 }
 PEEWEE_CLASSES = frozenset(
     {
         "BigIntegerField", "BlobField", "BooleanField", "CharField", "DateField", "DateTimeField",
-        "FixedCharField", "IntegerField", "SmallIntegerField", "TextField",
+        "IntegerField", "SmallIntegerField", "TextField",
     }
 )
 
@@ -425,7 +425,7 @@ def render(tables: list[Table]) -> str:
 
     peewee_imports = sorted(c for c in used_classes if c in PEEWEE_CLASSES)
     own_imports = sorted(c for c in used_classes if c not in PEEWEE_CLASSES)
-    names = [class_name(t.name) for t in sorted(tables, key=lambda t: t.name)]
+    names = [class_name(t.name) for t in sorted(tables, key=_name)]
     head = [
         '"""Valar\'s tables as peewee models, one class per table.',
         "",
@@ -440,12 +440,15 @@ def render(tables: list[Table]) -> str:
         "'refs'",
         '"""',
         "",
-        "# ruff: noqa: E501",
+        "# ruff: noqa: E501  (one field a line, however long)",
         "from __future__ import annotations",
         "",
         "from typing import Any",
         "",
-        f"from peewee import SQL, {', '.join(peewee_imports)}",
+        "from peewee import (",
+        "    SQL,",
+        *[f"    {c}," for c in peewee_imports],
+        ")",
         "",
         "from valarfast.errors import (",
         "    NotConnectedError,",
@@ -455,6 +458,7 @@ def render(tables: list[Table]) -> str:
         "    WriteNotEnabledError,",
         ")",
         "from valarfast.metamodel import (",
+        "    NOT_CONNECTED_MESSAGE,",
         "    BaseModel,",
         *[f"    {c}," for c in own_imports],
         "    database_proxy,",
@@ -467,18 +471,14 @@ def render(tables: list[Table]) -> str:
         "def atomic() -> Any:",
         '    """``conn.atomic()``: a transaction (a savepoint when nested)."""',
         "    if conn is None:",
-        "        raise NotConnectedError(",
-        '            "no open connection: open one with valarfast.opened() or Valar(config).open()"',
-        "        )",
+        "        raise NotConnectedError(NOT_CONNECTED_MESSAGE)",
         "    return conn.atomic()",
         "",
         "",
         "def rolling_back() -> Any:",
         '    """``conn.rolling_back()``: like atomic() but always rolled back at exit."""',
         "    if conn is None:",
-        "        raise NotConnectedError(",
-        '            "no open connection: open one with valarfast.opened() or Valar(config).open()"',
-        "        )",
+        "        raise NotConnectedError(NOT_CONNECTED_MESSAGE)",
         "    return conn.rolling_back()",
     ]
     tail = [
@@ -486,26 +486,34 @@ def render(tables: list[Table]) -> str:
         "",
         "#: every model class, by table name",
         "MODELS_BY_TABLE: dict[str, type[BaseModel]] = {",
-        *[f"    {_py(t.name)}: {class_name(t.name)}," for t in sorted(tables, key=lambda t: t.name)],
+        *[f"    {_py(t.name)}: {class_name(t.name)}," for t in sorted(tables, key=_name)],
         "}",
         "",
         "__all__ = [",
-        '    "BaseModel",',
-        '    "MODELS_BY_TABLE",',
-        '    "NotConnectedError",',
-        '    "UnsupportedOperationError",',
-        '    "ValarLookupError",',
-        '    "ValarTableTypeError",',
-        '    "WriteNotEnabledError",',
-        '    "atomic",',
-        '    "conn",',
-        '    "database_proxy",',
-        '    "rolling_back",',
-        *[f"    {_py(n)}," for n in names],
+        *[f'    "{n}",' for n in _all_sorted(names)],
         "]",
         "",
     ]
     return "\n".join(head + body + tail)
+
+
+def _name(table: Table) -> str:
+    return table.name
+
+
+def _all_sorted(class_names: list[str]) -> list[str]:
+    """``__all__`` in isort order: CONSTANTS, then CamelCase, then lowercase names."""
+    extra = [
+        "BaseModel", "MODELS_BY_TABLE", "NotConnectedError", "UnsupportedOperationError",
+        "ValarLookupError", "ValarTableTypeError", "WriteNotEnabledError", "atomic", "conn",
+        "database_proxy", "rolling_back",
+    ]
+
+    def key(name: str) -> tuple[int, str]:
+        kind = 0 if name.isupper() else 1 if name[0].isupper() else 2
+        return kind, name
+
+    return sorted(set(extra) | set(class_names), key=key)
 
 
 def generate(schema: Path = SCHEMA) -> str:

@@ -45,16 +45,22 @@ cdef extern from "Python.h":
 SOURCE_HASH = VALARFAST_SOURCE_HASH.decode("ascii")
 #: built with VALARFAST_DEBUG=1 (-O0 -g, line tracing)
 DEBUG = bool(VALARFAST_DEBUG_BUILD)
-#: below this many bytes of work, keeping the GIL is cheaper than releasing it (~0.1 us)
-GIL_RELEASE_BYTES = 16384
+cdef enum:
+    # status codes; valarfast.blobs maps them to messages
+    ST_OK = 0
+    ST_NOT_BUFFER = -1  # row is neither None nor an object with the buffer protocol
+    ST_BUFFER = -2      # buffer export failed (not C-contiguous, ...)
+    ST_RAGGED = -3      # byte length not a multiple of the item size
+    ST_TOO_LONG = -4    # row longer than the output
+    ST_OUT = -5         # output not a writable C-contiguous buffer of that item size
+    ST_ROW = -6         # row index outside the matrix
+    # below this many bytes of work, keeping the GIL is cheaper than releasing it (~0.1 us)
+    GIL_BYTES = 16384
 
-# status codes; valarfast.blobs maps them to messages
-OK = 0
-ERR_NOT_BUFFER = -1     # row is neither None nor an object with the buffer protocol
-ERR_BUFFER = -2         # buffer export failed (not C-contiguous, ...)
-ERR_RAGGED = -3         # byte length not a multiple of the item size
-ERR_TOO_LONG = -4       # row longer than the output
-ERR_OUT = -5            # output not a writable C-contiguous buffer of that item size
+OK, ERR_NOT_BUFFER, ERR_BUFFER, ERR_RAGGED, ERR_TOO_LONG, ERR_OUT, ERR_ROW = (
+    ST_OK, ST_NOT_BUFFER, ST_BUFFER, ST_RAGGED, ST_TOO_LONG, ST_OUT, ST_ROW
+)
+GIL_RELEASE_BYTES = GIL_BYTES
 
 cdef bint _use_avx2 = vf_cpu_has_avx2() != 0
 
@@ -99,19 +105,19 @@ cdef inline void fill_span(unsigned char *dst, Py_ssize_t nitems, int width,
 
 
 cdef int get_out(object out, Py_buffer *view, int width) except -1:
-    """Export `out` writable and C-contiguous; 0 on success, ERR_OUT (nothing held) otherwise."""
+    """Export `out` writable and C-contiguous; 0 on success, ST_OUT (nothing held) otherwise."""
     try:
         PyObject_GetBuffer(out, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)
     except (BufferError, TypeError, ValueError):
-        return ERR_OUT
+        return ST_OUT
     if view.itemsize != width:
         PyBuffer_Release(view)
-        return ERR_OUT
-    return OK
+        return ST_OUT
+    return ST_OK
 
 
 def blob_nbytes(object blob):
-    """Byte length of a row: >= 0, -1 for None... as a status: ERR_NOT_BUFFER / ERR_BUFFER."""
+    """Byte length of a row: >= 0, -1 for None... as a status: ST_NOT_BUFFER / ST_BUFFER."""
     cdef Py_buffer view
     cdef Py_ssize_t n
     if PyBytes_CheckExact(blob):
@@ -119,11 +125,11 @@ def blob_nbytes(object blob):
     if blob is None:
         return 0
     if not PyObject_CheckBuffer(blob):
-        return ERR_NOT_BUFFER
+        return ST_NOT_BUFFER
     try:
         PyObject_GetBuffer(blob, &view, PyBUF_C_CONTIGUOUS)
     except (BufferError, TypeError, ValueError):
-        return ERR_BUFFER
+        return ST_BUFFER
     n = view.len
     PyBuffer_Release(&view)
     return n
@@ -148,25 +154,25 @@ def decode_row(object blob, object out, int width, bint flip, bint stream):
     elif blob is None:
         return 0
     elif not PyObject_CheckBuffer(blob):
-        return ERR_NOT_BUFFER
+        return ST_NOT_BUFFER
     else:
         try:
             PyObject_GetBuffer(blob, &src_view, PyBUF_C_CONTIGUOUS)
         except (BufferError, TypeError, ValueError):
-            return ERR_BUFFER
+            return ST_BUFFER
         held = True
         src = <const unsigned char *>src_view.buf
         n = src_view.len
     try:
         if n % width != 0:
-            return ERR_RAGGED
+            return ST_RAGGED
         status = get_out(out, &out_view, width)
-        if status != OK:
+        if status != ST_OK:
             return status
         try:
             if n > out_view.len:
-                return ERR_TOO_LONG
-            if n >= GIL_RELEASE_BYTES:
+                return ST_TOO_LONG
+            if n >= GIL_BYTES:
                 with nogil:
                     decode_span(src, <unsigned char *>out_view.buf, n, width, flip, _use_avx2,
                                 stream)
@@ -186,20 +192,20 @@ def fill(object out, Py_ssize_t start, int width, uint64_t pattern):
     cdef Py_buffer view
     cdef Py_ssize_t nitems
     cdef int status = get_out(out, &view, width)
-    if status != OK:
+    if status != ST_OK:
         return status
     try:
         nitems = view.len // width - start
         if start < 0 or nitems < 0:
-            return ERR_TOO_LONG
-        if nitems * width >= GIL_RELEASE_BYTES:
+            return ST_TOO_LONG
+        if nitems * width >= GIL_BYTES:
             with nogil:
                 fill_span(<unsigned char *>view.buf + start * width, nitems, width, pattern)
         else:
             fill_span(<unsigned char *>view.buf + start * width, nitems, width, pattern)
     finally:
         PyBuffer_Release(&view)
-    return OK
+    return ST_OK
 
 
 cdef class BlobBatch:
@@ -207,7 +213,7 @@ cdef class BlobBatch:
 
     ``BlobBatch(rows, nbytes)`` fills the int64 array ``nbytes`` with each row's byte length
     (-1 for ``None``). It stops at the first row that is not a C-contiguous buffer, setting
-    ``bad_index``, ``bad_code`` (ERR_NOT_BUFFER / ERR_BUFFER) and ``bad_error`` (the exception).
+    ``bad_index``, ``bad_code`` (ST_NOT_BUFFER / ST_BUFFER) and ``bad_error`` (the exception).
     """
 
     cdef Py_ssize_t n
@@ -225,7 +231,7 @@ cdef class BlobBatch:
         cdef Py_ssize_t i, n = PySequence_Fast_GET_SIZE(seq)
         cdef PyObject *item
         self.bad_index = -1
-        self.bad_code = OK
+        self.bad_code = ST_OK
         self.bad_error = None
         if nbytes.shape[0] != n:
             raise ValueError(f"nbytes has {nbytes.shape[0]} entries for {n} rows")
@@ -246,7 +252,7 @@ cdef class BlobBatch:
             elif obj is None:
                 self.sizes[i] = -1
             elif not PyObject_CheckBuffer(obj):
-                self.bad_index, self.bad_code = i, ERR_NOT_BUFFER
+                self.bad_index, self.bad_code = i, ST_NOT_BUFFER
                 nbytes[i] = -1
                 return
             else:
@@ -258,7 +264,7 @@ cdef class BlobBatch:
                 try:
                     PyObject_GetBuffer(obj, &self.views[i], PyBUF_C_CONTIGUOUS)
                 except (BufferError, TypeError, ValueError) as e:
-                    self.bad_index, self.bad_code, self.bad_error = i, ERR_BUFFER, e
+                    self.bad_index, self.bad_code, self.bad_error = i, ST_BUFFER, e
                     nbytes[i] = -1
                     return
                 self.held[i] = 1
@@ -287,47 +293,129 @@ cdef class BlobBatch:
 
 @cython.cdivision(True)
 def decode_matrix(BlobBatch batch not None, object out, Py_ssize_t ncols, int width, bint flip,
-                  uint64_t pattern, bint stream):
-    """Decode every row of `batch` into row i of the C-contiguous (n, ncols) `out`, padding
-    with `pattern`; one call, GIL released. Returns OK or a status < 0 with nothing written."""
+                  uint64_t pattern, bint stream, Py_ssize_t start=0, Py_ssize_t stop=-1):
+    """Decode rows start..stop (default: all) of `batch` into the same rows of the C-contiguous
+    (n, ncols) `out`, padding with `pattern`; GIL released. Every row of the batch is checked
+    first: returns 0, or a status < 0 with nothing written. Two threads may decode disjoint
+    row ranges of one batch at once."""
     cdef Py_buffer view
     cdef Py_ssize_t i, size, nitems, total = 0
     cdef Py_ssize_t rowbytes = ncols * width
     cdef unsigned char *dst
     cdef bint avx2 = _use_avx2
     cdef int status
-    if batch.bad_index >= 0 or ncols < 0:
-        return ERR_BUFFER
+    if stop < 0:
+        stop = batch.n
+    if batch.bad_index >= 0 or ncols < 0 or not 0 <= start <= stop <= batch.n:
+        return ST_BUFFER
     for i in range(batch.n):  # re-check before the first write: never a partial result
         size = batch.sizes[i]
         if size > rowbytes:
-            return ERR_TOO_LONG
+            return ST_TOO_LONG
         if size > 0 and size % width != 0:
-            return ERR_RAGGED
+            return ST_RAGGED
         total += size if size > 0 else 0
     status = get_out(out, &view, width)
-    if status != OK:
+    if status != ST_OK:
         return status
     try:
         if view.len != batch.n * rowbytes:
-            return ERR_OUT
+            return ST_OUT
         dst = <unsigned char *>view.buf
-        if view.len >= GIL_RELEASE_BYTES or total >= GIL_RELEASE_BYTES:
+        if view.len >= GIL_BYTES or total >= GIL_BYTES:
             with nogil:
-                for i in range(batch.n):
+                for i in range(start, stop):
                     size = batch.sizes[i] if batch.sizes[i] > 0 else 0
                     decode_span(batch.ptrs[i], dst + i * rowbytes, size, width, flip, avx2,
                                 stream)
                     nitems = ncols - size // width
                     fill_span(dst + i * rowbytes + size, nitems, width, pattern)
         else:
-            for i in range(batch.n):
+            for i in range(start, stop):
                 size = batch.sizes[i] if batch.sizes[i] > 0 else 0
                 decode_span(batch.ptrs[i], dst + i * rowbytes, size, width, flip, avx2, False)
                 fill_span(dst + i * rowbytes + size, ncols - size // width, width, pattern)
     finally:
         PyBuffer_Release(&view)
-    return OK
+    return ST_OK
+
+
+cdef class RowWriter:
+    """Decodes blobs into rows of one C-contiguous (nrows, ncols) matrix whose buffer it holds
+    (checked once, so a row costs no buffer export). ``write(i, blob)`` returns the items
+    written into the start of row i, or a status < 0 with nothing written (ST_ROW: i out of
+    range). ``close()`` releases the matrix; so does garbage collection."""
+
+    cdef Py_buffer view
+    cdef bint held
+    cdef readonly Py_ssize_t nrows
+    cdef readonly Py_ssize_t ncols
+    cdef int width
+    cdef bint flip
+    cdef bint stream
+
+    def __cinit__(self, object out, Py_ssize_t nrows, Py_ssize_t ncols, int width, bint flip,
+                  bint stream):
+        self.held = False
+        if get_out(out, &self.view, width) != ST_OK:
+            raise ValueError("out must be a writable C-contiguous buffer of that item size")
+        self.held = True
+        if nrows < 0 or ncols < 0 or self.view.len != nrows * ncols * width:
+            self.close()
+            raise ValueError(f"out holds {self.view.len} bytes, not {nrows} x {ncols} items")
+        self.nrows, self.ncols, self.width, self.flip, self.stream = (
+            nrows, ncols, width, flip, stream
+        )
+
+    def close(self):
+        if self.held:
+            self.held = False
+            PyBuffer_Release(&self.view)
+
+    def __dealloc__(self):
+        self.close()
+
+    @cython.cdivision(True)
+    def write(self, Py_ssize_t i, object blob):
+        cdef Py_buffer src_view
+        cdef const unsigned char *src
+        cdef unsigned char *dst
+        cdef Py_ssize_t n
+        cdef bint held = False
+        if not self.held:
+            return ST_OUT
+        if i < 0 or i >= self.nrows:
+            return ST_ROW
+        if PyBytes_CheckExact(blob):
+            src = <const unsigned char *>PyBytes_AS_STRING(blob)
+            n = PyBytes_GET_SIZE(blob)
+        elif blob is None:
+            return 0
+        elif not PyObject_CheckBuffer(blob):
+            return ST_NOT_BUFFER
+        else:
+            try:
+                PyObject_GetBuffer(blob, &src_view, PyBUF_C_CONTIGUOUS)
+            except (BufferError, TypeError, ValueError):
+                return ST_BUFFER
+            held = True
+            src = <const unsigned char *>src_view.buf
+            n = src_view.len
+        try:
+            if n % self.width != 0:
+                return ST_RAGGED
+            if n > self.ncols * self.width:
+                return ST_TOO_LONG
+            dst = <unsigned char *>self.view.buf + i * self.ncols * self.width
+            if n >= GIL_BYTES:
+                with nogil:
+                    decode_span(src, dst, n, self.width, self.flip, _use_avx2, self.stream)
+            else:
+                decode_span(src, dst, n, self.width, self.flip, _use_avx2, False)
+        finally:
+            if held:
+                PyBuffer_Release(&src_view)
+        return n // self.width
 
 
 @cython.boundscheck(False)
@@ -340,13 +428,13 @@ def fill_rows(object out, const int64_t[::1] lengths, Py_ssize_t ncols, int widt
     cdef unsigned char *dst
     for i in range(n):
         if lengths[i] < 0 or lengths[i] > ncols:
-            return ERR_TOO_LONG
+            return ST_TOO_LONG
     cdef int status = get_out(out, &view, width)
-    if status != OK:
+    if status != ST_OK:
         return status
     try:
         if view.len != n * ncols * width:
-            return ERR_OUT
+            return ST_OUT
         dst = <unsigned char *>view.buf
         with nogil:
             for i in range(n):
@@ -354,4 +442,4 @@ def fill_rows(object out, const int64_t[::1] lengths, Py_ssize_t ncols, int widt
                 fill_span(dst + (i * ncols + start) * width, ncols - start, width, pattern)
     finally:
         PyBuffer_Release(&view)
-    return OK
+    return ST_OK

@@ -42,3 +42,6 @@ def fresh_valar_db(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield dbtools.config_for(name)
     finally:
         dbtools.drop_database(name)
+
+# the same test on MariaDB and on SQLite: any_engine_db, fresh_any_engine_db (sqlite helper)
+from engines_fixtures import any_engine_db, fresh_any_engine_db  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""A throwaway OpenSSH server for tests: ``sshd -D`` on 127.0.0.1, its own keys, config and pid file.
+"""A throwaway OpenSSH server for tests: ``sshd -D`` on 127.0.0.1 with its own keys and config.
 
 >>> with SshServer.start(Path("/tmp/x")) as server:      # doctest: +SKIP
 ...     server.config(remote_bind_port=3306)             # ssh_* keys for a valarfast config
@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -44,10 +45,8 @@ def children_of(pid: int) -> list[int]:
     """Direct child pids of ``pid`` (Linux /proc)."""
     out: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             out += [int(x) for x in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return out
 
 
@@ -86,9 +85,7 @@ class SshServer:
         self.known_hosts.write_text(f"{label} {host_pub[0]} {host_pub[1]}\n")
         self.wrong_known_hosts.write_text(f"{label} {wrong_pub[0]} {wrong_pub[1]}\n")
         self.empty_known_hosts.write_text("")
-        (self.root / "authorized_keys").write_text(
-            self.client_key.with_suffix(".pub").read_text()
-        )
+        (self.root / "authorized_keys").write_text(self.client_key.with_suffix(".pub").read_text())
         for key in (self.host_key, self.client_key, self.other_key):
             key.chmod(0o600)
         (self.root / "sshd_config").write_text(
@@ -153,20 +150,16 @@ class SshServer:
         assert self.proc is not None
         pids = children_of(self.proc.pid)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return len(pids)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             for pid in children_of(proc.pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             proc.terminate()
             try:
                 proc.wait(timeout=5)
@@ -179,3 +172,55 @@ class SshServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- pytest fixtures (import them into a test module to use them) ------------------------------
+
+import threading  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module", name="sshd_server")
+def sshd_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """A running sshd on 127.0.0.1 (fails, never skips, when openssh-server is missing)."""
+    try:
+        server = SshServer.start(tmp_path_factory.mktemp("sshd"))
+    except SshdMissing as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def own_children(exclude: set[int]) -> set[int]:
+    return {p for p in children_of(os.getpid()) if p not in exclude and _is_running(p)}
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(name="no_leaks")
+def no_leaks_fixture(sshd_server: SshServer) -> Iterator[None]:
+    """Fail if a test leaves a thread or a child process behind (the sshd itself excepted)."""
+    assert sshd_server.proc is not None
+    keep = {sshd_server.proc.pid}
+    threads = set(threading.enumerate())
+    children = own_children(keep)
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        new_threads = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
+        new_children = own_children(keep) - children
+        if not new_threads and not new_children:
+            return
+        time.sleep(0.05)
+    assert not new_threads, f"threads left over: {[t.name for t in new_threads]}"
+    assert not new_children, f"child processes left over: {sorted(new_children)}"

@@ -19,6 +19,7 @@ from valarfast.errors import (
     BlobDecodeError,
     ConnectionLostError,
     NotConnectedError,
+    ValarError,
     ValarLookupError,
 )
 
@@ -26,24 +27,35 @@ FRAMES = 3000
 
 
 @pytest.fixture(scope="module")
-def filled(mariadb: dict[str, Any]) -> Iterator[tuple[Valar, sandbox.Sandbox, str]]:
+def filled_db(mariadb: dict[str, Any]) -> Iterator[tuple[sandbox.Sandbox, str]]:
     """3 runs x 12 wells (2 missing a row each; the last run has no well features)."""
     name = dbtools.create_valar_database()
+    try:
+        with Valar(dbtools.config_for(name)) as valar:
+            valar.open()
+            summary = sandbox.fill(
+                runs=3,
+                wells_per_run=12,
+                frames=FRAMES,
+                seed=11,
+                ragged=7,
+                missing_wells=2,
+                featureless_runs=1,
+            )
+        yield summary, name
+    finally:
+        dbtools.drop_database(name)
+
+
+@pytest.fixture()
+def filled(filled_db: tuple[sandbox.Sandbox, str]) -> Iterator[tuple[Valar, sandbox.Sandbox, str]]:
+    """The module's sandbox, with a connection of this test's own bound to the model."""
+    summary, name = filled_db
     valar = Valar(dbtools.config_for(name)).open()
     try:
-        summary = sandbox.fill(
-            runs=3,
-            wells_per_run=12,
-            frames=FRAMES,
-            seed=11,
-            ragged=7,
-            missing_wells=2,
-            featureless_runs=1,
-        )
         yield valar, summary, name
     finally:
         valar.close()
-        dbtools.drop_database(name)
 
 
 def reference(name: str, well_ids: list[int], feature_id: int) -> list[np.ndarray | None]:
@@ -335,10 +347,13 @@ def test_sensor_data_typed_by_data_type(filled: Any) -> None:
 def test_not_connected_is_clear() -> None:
     from valarfast import metamodel
 
-    if metamodel.database_proxy.obj is not None:  # another module left one open: not ours
-        return
-    with pytest.raises(NotConnectedError, match="opened"):
-        batch.well_features(runs=[1], feature="MI")
+    saved = metamodel.database_proxy.obj  # unbind whatever another module may hold, then restore
+    metamodel.database_proxy.initialize(None)
+    try:
+        with pytest.raises(NotConnectedError, match="opened"):
+            batch.well_features(runs=[1], feature="MI")
+    finally:
+        metamodel.database_proxy.initialize(saved)
 
 
 # ----------------------------------------------------------- tests that write: their own database
@@ -422,3 +437,49 @@ def kill(valar: Valar) -> None:
             cur.execute(f"KILL CONNECTION {thread}")
     finally:
         admin.close()
+
+
+def test_two_rows_for_one_well_and_feature_are_refused(fresh: Any) -> None:
+    _, name = fresh
+    summary = sandbox.fill(runs=1, wells_per_run=3, frames=20, seed=6, features=("MI",))
+    well = summary.well_ids[summary.run_ids[0]][1]
+    conn = dbtools.admin_connection(name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO well_features (well_id, type_id, floats, sha1) "
+                "SELECT well_id, type_id, floats, sha1 FROM well_features WHERE well_id = %s",
+                (well,),
+            )
+    finally:
+        conn.close()
+    with pytest.raises(ValarError, match=rf"\[{well}\] have several well_features rows"):
+        batch.well_features(runs=summary.run_ids, feature="MI")
+
+
+def test_same_results_on_sqlite(tmp_path: Any) -> None:
+    """The embedded engine: the same sandbox and the same batch code, plain cursor."""
+    import sqlite3
+
+    path = tmp_path / "sandbox.sqlite"
+    with Valar({"database": str(path), "engine": "sqlite"}) as valar:
+        valar.open()
+        summary = sandbox.fill(runs=2, wells_per_run=5, frames=300, seed=8, missing_wells=1)
+        m = batch.well_features(runs=list(reversed(summary.run_ids)), feature="cd(10)")
+        sd = batch.sensor_data(summary.run_ids, "sandbox_camera_millis")
+    conn = sqlite3.connect(path)
+    try:
+        refs = []
+        for w in m.well_ids.tolist():
+            row = conn.execute(
+                "SELECT floats FROM well_features WHERE well_id = ? AND type_id = ?",
+                (w, summary.feature_ids["cd(10)"]),
+            ).fetchone()
+            refs.append(None if row is None else np.frombuffer(row[0], ">f4").astype("<f4"))
+    finally:
+        conn.close()
+    assert m.well_ids.tolist() == [
+        w for r in reversed(summary.run_ids) for w in summary.well_ids[r]
+    ]
+    assert_bitwise(m, refs, math.nan)
+    assert all(isinstance(v, np.ndarray) and v.dtype == np.uint32 for v in sd.values)

@@ -302,3 +302,40 @@ def test_two_threads_decode_at_once(backend: str) -> None:
     for m in results:
         ref = expected if m.shape == expected.shape else expected[:8, :60_000]
         assert np.array_equal(m.view(np.uint32), ref.view(np.uint32))
+
+
+@pytest.mark.parametrize("module", ["valarfast.blobs", "valarfast.utils", "valarfast._npkernels"])
+def test_docstring_examples(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_row_writer_errors_leave_the_matrix_untouched(backend: str) -> None:
+    out = sentinel((3, 3))
+    writer = blobs.RowWriter(out, "float")
+    cases = [
+        (3, F32, IndexError, "row 3 is outside the 3 rows"),
+        (-1, F32, IndexError, "row -1 is outside"),
+        (1, F32[:7], BlobDecodeError, "row 1: 7 bytes is not a multiple of 4"),
+        (1, F32 + F32[:4], BlobDecodeError, "row 1: 4 items do not fit in the 3 items"),
+        (2, "text", TypeError, "row 2: expected bytes"),
+        (0, memoryview(F32 * 2)[::2], TypeError, "row 0: cannot read"),
+    ]
+    for i, blob, error, message in cases:
+        with pytest.raises(error, match=message):
+            writer.write(i, blob)
+    assert np.array_equal(out, sentinel((3, 3)))
+    assert writer.write(0, F32) == 3 and out[0].tolist() == [1.0, -2.5, 3.25]
+    assert writer.write(1, None) == 0
+    writer.close()
+    with pytest.raises(ValueError, match="writable"):
+        writer.write(0, F32)
+    with pytest.raises(ValueError, match="dtype float64"):
+        blobs.RowWriter(np.zeros((2, 2)), "float")
+    frozen = np.zeros((2, 2), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        blobs.RowWriter(frozen, "float")

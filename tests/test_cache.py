@@ -148,6 +148,34 @@ def test_truncated_entry_warns_and_is_removed(tmp_path: Path, cut: int) -> None:
         assert not row.any() and not path.exists()
 
 
+@pytest.mark.parametrize("damage", ["swap blocks", "zero block", "tail bit", "two flips"])
+def test_checksum_catches_block_damage(tmp_path: Path, damage: str) -> None:
+    cache = BlobCache(tmp_path)
+    key = CacheKey("sensor_data", 77, b"d", "double")
+    values = np.random.default_rng(4).standard_normal(5 * 512 + 3)  # 5 blocks of 4 KiB + a tail
+    cache.write(key, values)
+    path = cache.path_for(key)
+    data = bytearray(path.read_bytes())
+    payload = memoryview(data)[128:]
+    if damage == "swap blocks":
+        payload[4096:8192], payload[8192:12288] = (
+            bytes(payload[8192:12288]),
+            bytes(payload[4096:8192]),
+        )
+    elif damage == "zero block":
+        payload[12288:16384] = bytes(4096)
+    elif damage == "tail bit":
+        payload[-2] ^= 0x10
+    else:  # the same bit flipped in two blocks
+        payload[100] ^= 0x08
+        payload[4196] ^= 0x08
+    path.write_bytes(bytes(data))
+    row = np.zeros(values.size)
+    with pytest.warns(CacheCorruptionWarning, match="checksum"):
+        assert cache.read_into(key, row, expected_items=values.size, fill=0.0) is None
+    assert not row.any()
+
+
 def test_overlong_entry_is_corrupt(tmp_path: Path) -> None:
     cache, key, path = _one_entry(tmp_path)
     path.write_bytes(path.read_bytes() + b"\0")

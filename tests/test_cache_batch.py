@@ -20,7 +20,7 @@ import pytest
 
 import valarfast
 from valarfast import batch, sandbox
-from valarfast.cache import BlobCache, CacheCorruptionWarning, namespace_for
+from valarfast.cache import BlobCache, CacheCorruptionWarning, make_keys, namespace_for
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.mariadb
@@ -69,8 +69,6 @@ def test_cold_then_warm_is_bit_exact_and_served_from_disk(
         cache = BlobCache(tmp_path).with_namespace(namespace_for(model.conn.database))
         plan = batch.plan_well_features(runs=filled["runs"], feature="MI")
         i = int(plan.present[3])
-        from valarfast.cache import make_keys
-
         key = make_keys("well_features", plan.ids, plan.sha1s, "float")[i]
         assert key is not None
         cache.write(key, np.full(int(plan.lengths[i]), 42.0, np.float32))
@@ -127,6 +125,40 @@ def test_changed_hash_on_server_is_refetched(mariadb: dict[str, Any], tmp_path: 
         dbtools.drop_database(name)
 
 
+def test_a_row_changed_after_the_hash_query_is_an_error(
+    filled: dict[str, Any], tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from valarfast.errors import ValarError
+
+    with valarfast.opened(filled["config"]):
+        plan = batch.plan_well_features(runs=filled["runs"], feature="MI")
+        i = int(plan.present[2])
+        sha1s = list(plan.sha1s)
+        sha1s[i] = b"0" * 40  # as if the row changed between the two queries
+        stale = dataclasses.replace(plan, sha1s=tuple(sha1s))
+        with pytest.raises(ValarError, match="changed between"):
+            batch.read_well_features(stale)
+        # through the cache: rows decoded before the error may be stored, the changed one never
+        cache = BlobCache(tmp_path)
+        keys = make_keys("well_features", stale.ids, stale.sha1s, "float")
+        matrix = np.zeros(stale.shape, np.float32)
+        with (
+            pytest.raises(ValarError, match="changed between"),
+            cache.storing(keys, matrix, stale.lengths) as on_row,
+        ):
+            batch.read_well_features(stale, out=matrix, on_row=on_row)
+        assert cache.verify().bad == []
+        assert not cache.path_for(keys[i]).exists()  # type: ignore[arg-type]
+        plain = _fetch(filled, False)
+        for k, key in enumerate(keys):  # what was stored is right
+            if key is not None and cache.path_for(key).exists():
+                row = np.empty(int(stale.lengths[k]), np.float32)
+                assert cache.read_into(key, row) == row.size
+                assert np.array_equal(row.view(np.uint32), _bits(plain)[k, : row.size])
+
+
 def test_corrupt_and_truncated_entries_are_refetched(
     filled: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -178,6 +210,21 @@ def test_config_keys_turn_the_cache_on(filled: dict[str, Any], tmp_path: Path) -
         valarfast.opened({**filled["config"], "cache": True, "cache_max_bytes": "lots"}),
     ):
         _fetch(filled, None)
+
+
+def test_sqlite_engine(tmp_path: Path) -> None:
+    config = {"engine": "sqlite", "database": str(tmp_path / "valar.sqlite")}
+    cache_dir = tmp_path / "cache"
+    with valarfast.opened(config) as model:
+        box = sandbox.fill(runs=2, wells_per_run=6, frames=3_000, seed=2, features=("MI",))
+        runs = list(box.run_ids)
+        plain = batch.well_features(runs=runs, feature="MI", cache=False)
+        cold = batch.well_features(runs=runs, feature="MI", cache=cache_dir)
+        warm = batch.well_features(runs=runs, feature="MI", cache=cache_dir)
+        assert namespace_for(model.conn.database).startswith("valar-")
+    for got in (cold, warm):
+        assert np.array_equal(_bits(got), _bits(plain))
+    assert len(_entries(cache_dir)) == 12
 
 
 _FETCHER = textwrap.dedent(

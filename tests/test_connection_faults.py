@@ -1,7 +1,8 @@
-"""Lost connections against MariaDB: KILL CONNECTION, and a proxy that swallows an INSERT's reply."""
+"""Lost connections against MariaDB: KILL CONNECTION, and a proxy that swallows a reply."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -57,7 +58,9 @@ class DroppingProxy:
                 self._threads.append(t)
                 t.start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, up: bool, pair: dict[str, bool]) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, up: bool, pair: dict[str, bool]
+    ) -> None:
         try:
             while True:
                 data = src.recv(65536)
@@ -74,20 +77,18 @@ class DroppingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def close(self) -> None:
         self._closing = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
         self.listener.close()
         for s in self._socks:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
         self._accepter.join(timeout=5)
         for t in self._threads:
@@ -110,7 +111,9 @@ def kill(model: ModuleType) -> int:
         with admin.cursor() as cur:
             cur.execute(f"KILL CONNECTION {int(cid)}")
             for _ in range(100):
-                cur.execute("SELECT COUNT(*) FROM information_schema.processlist WHERE id = %s", (cid,))
+                cur.execute(
+                    "SELECT COUNT(*) FROM information_schema.processlist WHERE id = %s", (cid,)
+                )
                 if cur.fetchone()[0] == 0:
                     break
                 time.sleep(0.02)
@@ -184,6 +187,18 @@ def test_kill_during_a_read_in_flight(model: ModuleType) -> None:
     assert db.execute_sql("SELECT SLEEP(1), 7").fetchone()[1] == 7
     t.join()
     assert db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0] != cid
+
+
+def test_pending_unbuffered_rows_are_not_a_dead_connection(model: ModuleType) -> None:
+    import pymysql
+
+    db = model.conn.database
+    cid = db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0]
+    cur = db.connection().cursor(pymysql.cursors.SSCursor)
+    cur.execute("SELECT seq FROM seq_1_to_100000")
+    assert cur.fetchone() == (1,)  # the rest is still streaming in
+    with pytest.warns(UserWarning, match="unbuffered"):  # PyMySQL drains the rest first
+        assert db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0] == cid  # same connection
 
 
 def test_lost_insert_reply_never_replayed(fresh_valar_db: dict[str, Any]) -> None:

@@ -10,12 +10,12 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import dbtools
 import peewee
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import dbtools
 from valarfast import guard, metamodel, model
 from valarfast.errors import UnsupportedOperationError, WriteNotEnabledError
 
@@ -240,7 +240,7 @@ class GuardedMySQL(guard.GuardedDatabaseMixin, peewee.MySQLDatabase):
 def db(mariadb: dict[str, Any]) -> Iterator[GuardedMySQL]:
     """A private database for this module (its tests enable writing), bound to the model."""
     name = dbtools.create_valar_database()
-    database = GuardedMySQL(name, **dbtools.server_settings())
+    database = GuardedMySQL(name, charset="utf8mb4", **dbtools.server_settings())
     previous = metamodel.database_proxy.obj
     metamodel.database_proxy.initialize(database)
     try:
@@ -275,8 +275,8 @@ def _assert_nothing_sent(db: GuardedMySQL, call: Callable[[], Any], error: type[
     after = _status(db)
     changed = {k: (before[k], after[k]) for k in before if before[k] != after.get(k)}
     # the only statement the server saw since the first SHOW is the second SHOW
-    assert changed == {"Com_show_status": (before["Com_show_status"], before["Com_show_status"] + 1),
-                       "Questions": (before["Questions"], before["Questions"] + 1)}, changed
+    show, questions = before["Com_show_status"], before["Questions"]
+    assert changed == {"Com_show_status": (show, show + 1), "Questions": (questions, questions + 1)}
     assert _rows(db) == before_rows
 
 
@@ -324,6 +324,22 @@ def test_orm_write_refused_and_nothing_sent(db: GuardedMySQL, method: str) -> No
     _assert_nothing_sent(db, lambda: ORM_WRITES[method](ref), WriteNotEnabledError)
 
 
+@pytest.mark.parametrize("method", sorted(ORM_WRITES))
+def test_orm_write_works_when_enabled(db: GuardedMySQL, method: str) -> None:
+    """The overrides pass their arguments through: each write runs (then is rolled back)."""
+    before = _rows(db)
+    counters = ("Com_insert", "Com_insert_select", "Com_update", "Com_delete", "Com_replace")
+    with guard.writes_enabled(), db.atomic() as transaction:
+        ref = _ref()
+        status = _status(db)
+        ORM_WRITES[method](ref)
+        writes = sum(_status(db)[k] - status[k] for k in counters)
+        transaction.rollback()
+    # building an insert runs nothing; get_or_create finds the existing row
+    assert (writes > 0) == (method not in ("insert", "get_or_create_existing"))
+    assert _rows(db) == before
+
+
 @pytest.mark.parametrize(
     "sql",
     [
@@ -340,7 +356,8 @@ def test_orm_write_refused_and_nothing_sent(db: GuardedMySQL, method: str) -> No
 )
 def test_raw_sql_write_refused_and_nothing_sent(db: GuardedMySQL, sql: str) -> None:
     _assert_nothing_sent(db, lambda: db.execute_sql(sql), WriteNotEnabledError)
-    _assert_nothing_sent(db, lambda: metamodel.database_proxy.execute_sql(sql), WriteNotEnabledError)
+    proxy = metamodel.database_proxy
+    _assert_nothing_sent(db, lambda: proxy.execute_sql(sql), WriteNotEnabledError)
 
 
 def test_query_built_while_enabled_is_refused_when_run_after(db: GuardedMySQL) -> None:
@@ -387,14 +404,13 @@ def test_reads_and_transactions_pass_with_writing_off(db: GuardedMySQL) -> None:
 
 
 def test_writes_work_when_enabled_and_roll_back(db: GuardedMySQL) -> None:
-    with guard.writes_enabled():
-        with db.atomic() as outer:
-            created = model.Refs.create(name="tmp_ref")
-            with db.atomic() as inner:  # savepoint with both layers active
-                model.Refs.update(description="d").where(model.Refs.id == created.id).execute()
-                inner.rollback()
-            assert model.Refs.get_by_id(created.id).description is None
-            outer.rollback()
+    with guard.writes_enabled(), db.atomic() as outer:
+        created = model.Refs.create(name="tmp_ref")
+        with db.atomic() as inner:  # savepoint with both layers active
+            model.Refs.update(description="d").where(model.Refs.id == created.id).execute()
+            inner.rollback()
+        assert model.Refs.get_by_id(created.id).description is None
+        outer.rollback()
     assert model.Refs.get_or_none(model.Refs.name == "tmp_ref") is None
 
 

@@ -107,10 +107,12 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
         blobs.set_backend(previous)
 
 
-@pytest.fixture(params=[False, True], ids=["cached", "streamed"])
+@pytest.fixture(params=[False, True], ids=["cached", "streamed-2threads"])
 def stream(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    if request.param:
-        monkeypatch.setattr(blobs, "STREAM_BYTES", 0)  # every output counts as large
+    if request.param:  # every output counts as large: streaming stores, two threads
+        monkeypatch.setattr(blobs, "STREAM_BYTES", 0)
+        monkeypatch.setattr(blobs, "THREAD_BYTES", 0)
+        monkeypatch.setattr(blobs, "THREADS", 2)
     return bool(request.param)
 
 
@@ -259,3 +261,24 @@ def test_frame_bytes_are_value_minus_128(backend: str) -> None:
     frames = bytes(range(256))  # stored signed byte s -> frame s + 128
     expected = [(s if s < 128 else s - 256) + 128 for s in range(256)]
     assert blobs.decode(frames, "unsigned_byte").tolist() == expected
+
+
+@SETTINGS
+@given(data=st.data(), type_name=st.sampled_from(NUMERIC))
+def test_row_writer_matches_reference(backend: str, data: st.DataObject, type_name: str) -> None:
+    nrows = data.draw(st.integers(1, 6))
+    rows = [data.draw(st.none() | blob_bytes(type_name, 30)) for _ in range(nrows)]
+    decoded = [
+        np.empty(0, NATIVE[type_name]) if r is None else reference(r, type_name) for r in rows
+    ]
+    ncols = max(len(d) for d in decoded) + data.draw(st.integers(0, 2))
+    out = np.full((nrows, ncols), 3, dtype=NATIVE[type_name])
+    order = data.draw(st.permutations(range(nrows)))
+    with blobs.RowWriter(out, type_name, stream=data.draw(st.booleans())) as writer:
+        for i in order:
+            raw = rows[i]
+            written = writer.write(i, None if raw is None else as_input(raw, "memoryview", i % 8))
+            assert written == len(decoded[i])
+    for i, d in enumerate(decoded):
+        assert same(out[i, : len(d)], d)
+        assert (out[i, len(d) :] == 3).all()

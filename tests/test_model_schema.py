@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dbtools
 import peewee
 import pytest
 
-import dbtools
 from valarfast import guard, metamodel, model
 from valarfast.errors import NotConnectedError
 
@@ -31,7 +31,7 @@ class GuardedMySQL(guard.GuardedDatabaseMixin, peewee.MySQLDatabase):
 
 def _database(config: dict[str, Any]) -> GuardedMySQL:
     settings = dict(config)
-    return GuardedMySQL(settings.pop("database"), **settings)
+    return GuardedMySQL(settings.pop("database"), charset="utf8mb4", **settings)
 
 
 @pytest.fixture()
@@ -104,9 +104,11 @@ def _foreign_keys(database: str) -> dict[tuple[str, str], tuple[str, str, str]]:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT k.table_name, k.column_name, k.referenced_table_name, "
-                "k.referenced_column_name, r.delete_rule FROM information_schema.key_column_usage k "
+                "k.referenced_column_name, r.delete_rule "
+                "FROM information_schema.key_column_usage k "
                 "JOIN information_schema.referential_constraints r ON "
-                "r.constraint_schema = k.constraint_schema AND r.constraint_name = k.constraint_name "
+                "r.constraint_schema = k.constraint_schema "
+                "AND r.constraint_name = k.constraint_name "
                 "AND r.table_name = k.table_name WHERE k.table_schema = %s "
                 "AND k.referenced_table_name IS NOT NULL",
                 (database,),
@@ -193,7 +195,8 @@ def _check_database_matches_model(database: str) -> None:
             if f.primary_key and "auto_increment" not in info["extra"]:
                 problems.append(f"{table}.{name}: not auto_increment")
             if info["default"] != _expected_default(f):
-                problems.append(f"{table}.{name}: default {info['default']!r} vs {_expected_default(f)!r}")
+                want_default = _expected_default(f)
+                problems.append(f"{table}.{name}: default {info['default']!r} vs {want_default!r}")
             fk = fks.get((table, name))
             if isinstance(f, peewee.ForeignKeyField):
                 rule = f.on_delete or "RESTRICT"
@@ -277,9 +280,9 @@ def test_create_table_makes_the_same_schema(mariadb: dict[str, Any]) -> None:
     name = f"vf_test_ct_{__import__('secrets').token_hex(4)}"
     conn = dbtools.admin_connection()
     with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci")
+        cur.execute(f"CREATE DATABASE `{name}` COLLATE utf8mb4_unicode_520_ci")
     conn.close()
-    db = GuardedMySQL(name, **dbtools.server_settings())
+    db = GuardedMySQL(name, charset="utf8mb4", **dbtools.server_settings())
     previous = metamodel.database_proxy.obj
     try:
         metamodel.database_proxy.initialize(db)
@@ -314,7 +317,8 @@ def test_query_without_connection_says_how_to_connect() -> None:
             model.atomic,
             model.rolling_back,
         ):
-            with pytest.raises(NotConnectedError, match=r"valarfast\.opened\(\).*Valar\(config\)\.open\(\)"):
+            how = r"valarfast\.opened\(\).*Valar\(config\)\.open\(\)"
+            with pytest.raises(NotConnectedError, match=how):
                 call()
         assert not metamodel.database_proxy.is_initialized
         assert not hasattr(metamodel.database_proxy, "__wrapped__")  # dunders stay AttributeError
@@ -403,5 +407,5 @@ def test_enum_field_ddl_and_sqlite_mapping() -> None:
     with guard.writes_enabled(), db.bind_ctx(models):  # the model builds on SQLite that way
         db.create_tables(models)
     assert len(db.get_tables()) == 57
-    used = {str(f.field_type) for m in model.MODELS_BY_TABLE.values() for f in m._meta.sorted_fields}
+    used = {str(f.field_type) for m in models for f in m._meta.sorted_fields}
     assert used <= set(metamodel.SQLITE_AFFINITY), used - set(metamodel.SQLITE_AFFINITY)

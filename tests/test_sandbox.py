@@ -138,6 +138,10 @@ def test_bad_arguments_are_refused_before_writing(fresh_valar_db: dict[str, Any]
 def test_needs_an_open_connection() -> None:
     from valarfast import metamodel
 
-    if metamodel.database_proxy.obj is None:
+    saved = metamodel.database_proxy.obj  # unbind whatever another module may hold, then restore
+    metamodel.database_proxy.initialize(None)
+    try:
         with pytest.raises(NotConnectedError, match="opened"):
             sandbox.fill(runs=1)
+    finally:
+        metamodel.database_proxy.initialize(saved)

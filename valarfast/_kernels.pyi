@@ -14,6 +14,7 @@ ERR_BUFFER: int
 ERR_RAGGED: int
 ERR_TOO_LONG: int
 ERR_OUT: int
+ERR_ROW: int
 
 def simd() -> str: ...
 def set_simd(enabled: bool) -> str: ...
@@ -29,6 +30,23 @@ class BlobBatch:
     def __len__(self) -> int: ...
 
 def decode_matrix(
-    batch: BlobBatch, out: Any, ncols: int, width: int, flip: bool, pattern: int, stream: bool
+    batch: BlobBatch,
+    out: Any,
+    ncols: int,
+    width: int,
+    flip: bool,
+    pattern: int,
+    stream: bool,
+    start: int = 0,
+    stop: int = -1,
 ) -> int: ...
 def fill_rows(out: Any, lengths: np.ndarray, ncols: int, width: int, pattern: int) -> int: ...
+
+class RowWriter:
+    nrows: int
+    ncols: int
+    def __init__(
+        self, out: Any, nrows: int, ncols: int, width: int, flip: bool, stream: bool
+    ) -> None: ...
+    def write(self, i: int, blob: Any) -> int: ...
+    def close(self) -> None: ...

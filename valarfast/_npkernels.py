@@ -26,6 +26,7 @@ ERR_BUFFER = -2
 ERR_RAGGED = -3
 ERR_TOO_LONG = -4
 ERR_OUT = -5
+ERR_ROW = -6
 
 _BIG: dict[int, np.dtype[Any]] = {
     1: np.dtype("u1"),
@@ -151,10 +152,19 @@ class BlobBatch:
 
 
 def decode_matrix(
-    batch: BlobBatch, out: Any, ncols: int, width: int, flip: bool, pattern: int, stream: bool
+    batch: BlobBatch,
+    out: Any,
+    ncols: int,
+    width: int,
+    flip: bool,
+    pattern: int,
+    stream: bool,
+    start: int = 0,
+    stop: int = -1,
 ) -> int:
-    """Decode every row of `batch` into the (n, ncols) `out`, padding with `pattern`."""
-    if batch.bad_index >= 0 or ncols < 0:
+    """Decode rows start..stop of `batch` into the (n, ncols) `out`, padding with `pattern`."""
+    stop = len(batch.views) if stop < 0 else stop
+    if batch.bad_index >= 0 or ncols < 0 or not 0 <= start <= stop <= len(batch.views):
         return ERR_BUFFER
     for view in batch.views:
         if view is not None and (view.nbytes > ncols * width or view.nbytes % width):
@@ -163,7 +173,8 @@ def decode_matrix(
     if isinstance(dst, int) or dst.size != len(batch.views) * ncols:
         return ERR_OUT
     matrix = dst.reshape(len(batch.views), ncols)
-    for i, view in enumerate(batch.views):
+    for i in range(start, stop):
+        view = batch.views[i]
         n = 0 if view is None else view.nbytes // width
         if view is not None and n:
             matrix[i, :n] = _decode(view, width, flip)
@@ -182,3 +193,24 @@ def fill_rows(out: Any, lengths: np.ndarray, ncols: int, width: int, pattern: in
     for i, start in enumerate(lengths.tolist()):
         _fill(matrix[i, start:], pattern)
     return OK
+
+
+class RowWriter:
+    """Decodes blobs into rows of one (nrows, ncols) matrix; see the compiled module."""
+
+    def __init__(self, out: Any, nrows: int, ncols: int, width: int, flip: bool, stream: bool):
+        dst = _target(out, width)
+        if isinstance(dst, int) or nrows < 0 or ncols < 0 or dst.size != nrows * ncols:
+            raise ValueError(f"out is not a writable C-contiguous {nrows} x {ncols} matrix")
+        self.nrows, self.ncols, self.width, self.flip = nrows, ncols, width, flip
+        self.matrix: np.ndarray | None = dst.reshape(nrows, ncols)
+
+    def close(self) -> None:
+        self.matrix = None
+
+    def write(self, i: int, blob: Any) -> int:
+        if self.matrix is None:
+            return ERR_OUT
+        if not 0 <= i < self.nrows:
+            return ERR_ROW
+        return decode_row(blob, self.matrix[i], self.width, self.flip, False)

@@ -20,6 +20,18 @@ Missing data: a requested well with no row for the feature gets a row of ``fill`
 a run (runs=) or a request (wells=) with no row at all for the feature raises
 :class:`~valarfast.errors.ValarLookupError` (that is a question with no answer, not data).
 The matrix width is the longest row; shorter rows are padded with ``fill`` (NaN by default).
+Several rows for one well and feature (the schema allows it) raise ValarError: none is picked.
+
+Why ``LENGTH(floats)`` in the metadata query: it makes the server read the blob pages once more
+(about 13 ms for 115 MB on a warm buffer pool, measured by ``benchmarks/compare_batch.py``,
+against 2 ms without it), but it gives the exact shape before any blob crosses the wire, so
+``out=`` can be checked and allocated once, corrupt lengths are refused before anything is
+written, and ``well_features_shape`` is cheap. The alternatives (buffer every blob to learn the
+width, or grow the matrix while streaming) hold the data twice or copy it, and can only find a
+corrupt blob after writing into ``out``.
+
+If rows change between the two queries (a concurrent writer), the read raises ValarError and
+returns nothing; ``out=`` may then hold some decoded rows.
 
 Dask: ``well_features_shape(runs=[r], feature=f)`` costs one metadata query and gives the shape
 of a run's block, so a ``dask.array`` chunked by run can be laid out without reading blobs and
@@ -29,6 +41,7 @@ each chunk computed by ``well_features(runs=[r], feature=f).values``.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -169,11 +182,17 @@ class SensorDataResult:
 
 
 def plan_well_features(
-    *, runs: Any = None, wells: Any = None, feature: Any = "MI"
+    *,
+    runs: Any = None,
+    wells: Any = None,
+    feature: Any = "MI",
+    known_bytes: Callable[[int, bytes | None], int | None] | None = None,
 ) -> WellFeaturePlan:
     """Resolve ``runs`` or ``wells`` and ``feature`` and run the metadata query; read no blob.
 
     Rows are ordered by the runs as given, then by well index (``wells=``: as given).
+    ``known_bytes(row_id, sha1)``: a blob length a cache already knows for that version, or
+    None; only the other rows get ``LENGTH()`` (MariaDB reads a whole blob to compute it).
     """
     from . import model
 
@@ -181,8 +200,9 @@ def plan_well_features(
         raise TypeError("give exactly one of runs= or wells=")
     feat = model.Features.fetch(_scalar(feature, "feature"))
     db = current_database()
+    length = "LENGTH(wf.floats)" if known_bytes is None else "NULL"
     cols = (
-        "SELECT w.id, w.run_id, w.well_index, wf.id, LENGTH(wf.floats), wf.sha1 "
+        f"SELECT w.id, w.run_id, w.well_index, wf.id, {length}, wf.sha1 "
         "FROM wells w LEFT JOIN well_features wf ON wf.well_id = w.id AND wf.type_id = "
     )
     if runs is not None:
@@ -203,6 +223,8 @@ def plan_well_features(
                 f"none of the {len(well_ids)} wells has well_features for feature {feat.name!r}"
             )
     _check_unique_rows(rows, feat.name)
+    if known_bytes is not None:
+        rows = _complete_lengths(db, rows, known_bytes)
     for well, _, _, wf_id, nbytes, _ in rows:
         if wf_id is not None and int(nbytes) % 4:
             raise BlobDecodeError(
@@ -235,13 +257,15 @@ def read_well_features(
     fill: float = math.nan,
     rows: Sequence[int] | np.ndarray | None = None,
     progress: bool = False,
+    on_row: Callable[[int], None] | None = None,
 ) -> WellFeatureMatrix:
     """Stream the blobs of ``plan`` into ``out`` (allocated when None) and return the matrix.
 
     ``rows``: only these row indices are fetched and padded (the others of ``out`` are left as
     they are: a cache fills them). ``out`` must be float32, C-contiguous, writeable, with
     ``plan.shape[0]`` rows and at least ``plan.shape[1]`` columns; it is checked before anything
-    is written. Rows are padded with ``fill`` after their length.
+    is written. Rows are padded with ``fill`` after their length. ``on_row(i)`` is called
+    once row ``i`` is decoded (the cache stores it while the rest streams).
     """
     from . import blobs
 
@@ -261,8 +285,10 @@ def read_well_features(
         plan.ids,
         lengths,
         matrix,
-        sql="SELECT id, floats FROM well_features WHERE id IN ",
+        sql="SELECT id, floats, sha1 FROM well_features WHERE id IN ",
         type_name=plan.type_name,
+        digests=plan.sha1s,
+        on_row=on_row,
         describe=lambda i: f"well {plan.well_ids[i]}, feature {plan.feature_name!r}",
         progress=progress,
     )
@@ -302,20 +328,23 @@ def well_features(
         _prepare_out(out, None, np.dtype(np.float32))
     if progress:
         _tqdm()
-    plan = plan_well_features(runs=runs, wells=wells, feature=feature)
     from .cache import cache_for_database, make_keys
 
     store = cache_for_database(cache, current_database())
     if store is None:
+        plan = plan_well_features(runs=runs, wells=wells, feature=feature)
         return read_well_features(plan, out=out, fill=fill, progress=progress)
+    lookup = store.length_lookup("well_features", FLOAT_TYPE, np.float32)
+    plan = plan_well_features(runs=runs, wells=wells, feature=feature, known_bytes=lookup)
     matrix = _prepare_out(out, plan.shape, plan.dtype)
     keys = make_keys("well_features", plan.ids, plan.sha1s, plan.type_name)
     missing = store.fill_from_cache(
         keys, matrix, lengths=plan.lengths, fill=plan.dtype.type(fill), pad=True
     )
-    result = read_well_features(plan, out=matrix, fill=fill, rows=missing, progress=progress)
-    store.store_rows(keys, matrix, plan.lengths, missing)
-    return result
+    with store.storing(keys, matrix, plan.lengths) as on_row:  # written while the rest streams
+        return read_well_features(
+            plan, out=matrix, fill=fill, rows=missing, progress=progress, on_row=on_row
+        )
 
 
 # ---------------------------------------------------------------------------- stimulus frames
@@ -492,8 +521,14 @@ def _stream_into(
     type_name: str,
     describe: Callable[[int], str],
     progress: bool,
+    digests: Sequence[bytes | None] | None = None,
+    on_row: Callable[[int], None] | None = None,
 ) -> None:
-    """Fetch rows ``wanted`` (by ``ids``) with one streamed query and decode each into its row."""
+    """Fetch rows ``wanted`` (by ``ids``) with one streamed query and decode each into its row.
+
+    With ``digests`` the query's third column (the server's hash) must still be the plan's: a
+    row changed in between is an error, never a value stored in the cache under an old hash.
+    """
     from .blobs import decode_into_row
 
     if not wanted:
@@ -507,8 +542,10 @@ def _stream_into(
     seen = 0
     try:
         for chunk in _chunks(sorted(position)):
-            for row_id, blob in stream_rows(db, sql + in_list(db, len(chunk)), chunk):
-                if len(blob) != expected[row_id]:
+            for row_id, blob, *tag in stream_rows(db, sql + in_list(db, len(chunk)), chunk):
+                if len(blob) != expected[row_id] or (
+                    tag and digests is not None and bytes(tag[0]) != digests[position[row_id]]
+                ):
                     raise _changed(f"row {row_id} ({describe(position[row_id])})", len(blob))
                 try:
                     decode_into_row(blob, type_name, matrix[position[row_id]], stream=stream)
@@ -516,6 +553,8 @@ def _stream_into(
                     what = f"row {row_id} ({describe(position[row_id])})"
                     raise BlobDecodeError(f"{what}: {e}") from e
                 seen += 1
+                if on_row is not None:  # the row is final (a cache stores it meanwhile)
+                    on_row(position[row_id])
                 if bar is not None:
                     bar.update(1)
     finally:
@@ -526,6 +565,32 @@ def _stream_into(
             f"{len(wanted) - seen} of {len(wanted)} rows disappeared between the metadata query "
             "and the blob query (deleted meanwhile?); nothing is returned"
         )
+
+
+def _complete_lengths(
+    db: Any, rows: list[tuple[Any, ...]], known_bytes: Callable[[int, bytes | None], int | None]
+) -> list[tuple[Any, ...]]:
+    """Blob lengths of metadata rows: what ``known_bytes`` knows, one LENGTH() query for others."""
+    out = [
+        t
+        if t[3] is None
+        else (*t[:4], known_bytes(int(t[3]), None if t[5] is None else bytes(t[5])), t[5])
+        for t in rows
+    ]
+    unknown = sorted({int(t[3]) for t in out if t[3] is not None and t[4] is None})
+    found: dict[int, int] = {}
+    for chunk in _chunks(unknown):
+        sql = f"SELECT id, LENGTH(floats) FROM well_features WHERE id IN {in_list(db, len(chunk))}"
+        found.update((int(i), int(n)) for i, n in query_all(db, sql, chunk))
+    gone = [i for i in unknown if i not in found]
+    if gone:
+        raise ValarError(
+            f"well_features {gone[:10]} disappeared between two metadata queries (deleted "
+            "meanwhile?); nothing was read"
+        )
+    return [
+        t if t[3] is None or t[4] is not None else (*t[:4], found[int(t[3])], t[5]) for t in out
+    ]
 
 
 def _changed(what: str, nbytes: int) -> ValarError:
@@ -585,10 +650,8 @@ def _check_runs_have_data(rows: list[tuple[Any, ...]], run_ids: list[int], featu
 
 
 def _check_unique_rows(rows: list[tuple[Any, ...]], feature: str) -> None:
-    wells = [t[0] for t in rows]
-    if len(set(wells)) != len(wells):
-        seen: set[int] = set()
-        dup = sorted({w for w in wells if w in seen or seen.add(w)})  # type: ignore[func-returns-value]
+    dup = sorted(w for w, k in Counter(t[0] for t in rows).items() if k > 1)
+    if dup:
         raise ValarError(
             f"well(s) {dup[:10]} have several well_features rows for feature {feature!r}; "
             "valarfast will not pick one"
@@ -625,8 +688,8 @@ def _resolve_ids(model_class: Any, things: Any, what: str) -> list[int]:
     """Ids of ``things`` (what ``fetch_all`` takes), in order; duplicates are an error."""
     found = model_class.fetch_all(_as_list(things))
     ids = [int(x.id) for x in found]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+    dup = sorted(i for i, k in Counter(ids).items() if k > 1)
+    if dup:
         raise ValueError(f"{what}(s) {dup} given more than once")
     return ids
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,10 @@ from valarfast.errors import BlobDecodeError
 __all__ = [
     "BACKEND",
     "STREAM_BYTES",
+    "THREADS",
+    "THREAD_BYTES",
     "TYPE_NAMES",
+    "RowWriter",
     "backend_info",
     "decode",
     "decode_batch",
@@ -93,6 +97,11 @@ _UINT_OF_WIDTH: dict[int, np.dtype[Any]] = {
 
 #: outputs larger than this many bytes are written with non-temporal stores (bypass the caches)
 STREAM_BYTES = int(os.environ.get("VALARFAST_STREAM_BYTES", 16 << 20))
+
+#: batches whose output is larger than this are decoded by THREADS threads (disjoint row ranges)
+THREAD_BYTES = int(os.environ.get("VALARFAST_THREAD_BYTES", 32 << 20))
+#: 2 when the machine has 2+ CPUs; VALARFAST_THREADS=1 turns the second thread off
+THREADS = min(2, int(os.environ.get("VALARFAST_THREADS", min(2, os.cpu_count() or 1))))
 
 # ---------------------------------------------------------------- backend selection
 
@@ -216,6 +225,7 @@ _STATUS_ERRORS: dict[int, tuple[type[Exception], str]] = {
     ),
     -4: (BlobDecodeError, "{where}: {items} items do not fit in the {room} items of out"),
     -5: (ValueError, "{where}: out must be a writable C-contiguous array of {dtype}"),
+    -6: (IndexError, "{where} is outside the {room} rows of out"),
 }
 
 
@@ -248,6 +258,17 @@ _OUT_CHECKS: tuple[tuple[Any, str], ...] = (
     (lambda out, spec, ndim: out.flags.c_contiguous, "out must be C-contiguous"),
     (lambda out, spec, ndim: out.flags.writeable, "out is read-only"),
 )
+
+
+def _require_out(out: Any, spec: TypeSpec, ndim: int) -> None:
+    """Cheap checks of type, dtype and ndim; the kernels refuse a read-only or strided out
+    (status -5, nothing written) and :func:`_check_out` then names the problem."""
+    if not (
+        type(out) is np.ndarray
+        and out.ndim == ndim
+        and (out.dtype is spec.dtype or out.dtype == spec.dtype)
+    ):
+        _check_out(out, spec, ndim)  # raises, unless a subclass that passes every check
 
 
 def _check_out(out: Any, spec: TypeSpec, ndim: int) -> np.ndarray:
@@ -294,7 +315,7 @@ def decode(blob: Any, dtype: str, *, out: np.ndarray | None = None) -> Any:
     """
     if dtype == TEXT_TYPE:
         return _decode_text(blob, out)
-    spec = _type_spec(dtype)
+    spec = _TYPES.get(dtype) or _type_spec(dtype)
     nbytes = _K.blob_nbytes(blob)
     if nbytes < 0:
         raise _status_error(nbytes, "blob", blob, spec)
@@ -304,10 +325,12 @@ def decode(blob: Any, dtype: str, *, out: np.ndarray | None = None) -> Any:
     if out is None:
         out = np.empty(n, spec.dtype)
     else:
-        _check_out(out, spec, 1)
+        _require_out(out, spec, 1)
         if out.shape != (n,):
             raise ValueError(f"out has shape {out.shape}; the blob holds {n} {spec.name!r} items")
-    written = _K.decode_row(blob, out, spec.width, spec.flip, _stream(nbytes))
+    written = _K.decode_row(blob, out, spec.width, spec.flip, nbytes > STREAM_BYTES)
+    if written == -5:
+        _check_out(out, spec, 1)
     if written != n:  # only if the blob changed size meanwhile
         raise (
             _status_error(written, "blob", blob, spec, room=n)
@@ -346,18 +369,56 @@ def decode_into_row(blob: Any, type_name: str, out_row: np.ndarray, *, stream: b
     (1, [2.0, 0.0, 0.0, 0.0])
     """
     spec = _TYPES.get(type_name) or _type_spec(type_name)
-    if (
-        type(out_row) is not np.ndarray
-        or out_row.ndim != 1
-        or (out_row.dtype is not spec.dtype and out_row.dtype != spec.dtype)
-    ):
-        _check_out(out_row, spec, 1)  # raises, unless a subclass that passes every check
+    _require_out(out_row, spec, 1)
     written: int = _K.decode_row(blob, out_row, spec.width, spec.flip, stream)
     if written < 0:
         if written == -5:
             _check_out(out_row, spec, 1)
         raise _status_error(written, "row", blob, spec, room=len(out_row))
     return written
+
+
+class RowWriter:
+    """Decodes blobs into the rows of one 2-D matrix checked once: for rows arriving one by one
+    from a cursor (cheaper per row than :func:`decode_into_row`, which checks its row each call).
+
+    ``write(i, blob)`` decodes into the start of row i and returns the items written (the rest
+    of the row is not touched: pad with :func:`pad_rows`). The matrix's buffer is held until
+    ``close()`` (or the end of a ``with`` block).
+
+    >>> m = np.full((2, 3), np.nan, np.float32)
+    >>> with RowWriter(m, "float") as w:
+    ...     w.write(1, b"\\x3f\\x80\\x00\\x00")
+    1
+    >>> m[1].tolist()
+    [1.0, nan, nan]
+    """
+
+    def __init__(self, out: np.ndarray, type_name: str, *, stream: bool | None = None) -> None:
+        self.spec = _type_spec(type_name)
+        self.out = _check_out(out, self.spec, 2)
+        nrows, ncols = out.shape
+        streaming = _stream(out.nbytes) if stream is None else stream
+        self._kernel = _K.RowWriter(out, nrows, ncols, self.spec.width, self.spec.flip, streaming)
+        self._write = self._kernel.write
+
+    def write(self, i: int, blob: Any) -> int:
+        """Decode ``blob`` into the start of row ``i``; the number of items written."""
+        n: int = self._write(i, blob)
+        if n < 0:
+            room = self.out.shape[0] if n == -6 else self.out.shape[1]
+            raise _status_error(n, f"row {i}", blob, self.spec, room=room)
+        return n
+
+    def close(self) -> None:
+        """Release the matrix (further writes raise)."""
+        self._kernel.close()
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def fill_row(out_row: np.ndarray, start: int, type_name: str, fill: Any = None) -> None:
@@ -423,14 +484,38 @@ def decode_batch(
     if out is None:
         out = np.empty((len(rows), ncols), spec.dtype)
     else:
-        _check_out(out, spec, 2)
+        _require_out(out, spec, 2)
         if out.shape[0] != len(rows) or out.shape[1] < ncols:
             raise ValueError(
                 f"out has shape {out.shape}; need ({len(rows)}, >= {ncols}) for these blobs"
             )
-    status = _K.decode_matrix(
-        batch, out, out.shape[1], spec.width, spec.flip, pattern, _stream(out.nbytes)
-    )
+    args = (batch, out, out.shape[1], spec.width, spec.flip, pattern, _stream(out.nbytes))
+    if THREADS > 1 and len(rows) > 1 and out.nbytes > THREAD_BYTES:
+        status = _decode_in_two_threads(args, len(rows))
+    else:
+        status = _K.decode_matrix(*args)
+    if status == -5:
+        _check_out(out, spec, 2)
     if status != 0:
         raise _status_error(status, "batch", None, spec)
     return out, lengths
+
+
+def _decode_in_two_threads(args: tuple[Any, ...], nrows: int) -> int:
+    """Decode the first half of the rows in a helper thread, the rest here (GIL released in
+    both); every row writes the same number of bytes, so halves by rows are balanced. Each
+    kernel call checks the whole batch before writing, so both fail alike or neither does."""
+    half = nrows // 2
+    statuses: list[int] = []
+    helper = threading.Thread(
+        target=lambda: statuses.append(_K.decode_matrix(*args, 0, half)),
+        name="valarfast-decode",
+    )
+    helper.start()
+    try:
+        mine = _K.decode_matrix(*args, half, nrows)
+    finally:
+        helper.join()
+    if not statuses:
+        raise RuntimeError("valarfast: the decoding thread failed (see the message above)")
+    return statuses[0] or mine

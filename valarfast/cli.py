@@ -44,7 +44,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 def _load(target: str) -> Callable[[list[str]], int | None]:
     module, _, function = target.partition(":")
     fn = getattr(importlib.import_module(module), function)
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -126,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
-    return text if isinstance(e, ValarError) else f"{text} ({type(e).__name__})"
+    own = isinstance(e, ValarError) or type(e).__module__ in ("builtins", "valarfast.errors")
+    return text if own else f"{text} ({type(e).__module__}.{type(e).__name__})"
 
 
 __all__ = ["COMMANDS", "main"]

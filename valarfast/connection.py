@@ -76,13 +76,12 @@ class _Block:
         self._stack.append(ctx)
         return helper
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         ctx = self._stack.pop()
         if exc_type is None and self._always_rollback:
             ctx.__exit__(_Rollback, _Rollback(), None)  # peewee rolls back on any exception
-            return False
+            return
         ctx.__exit__(exc_type, exc, tb)
-        return False
 
     def __call__(self, fn: F) -> F:
         @functools.wraps(fn)
@@ -110,7 +109,7 @@ class Valar:
 
     @classmethod
     def get_preferred_paths(cls) -> list[Path | None]:
-        """Where a config is looked for, best first (see :func:`valarfast.config.get_preferred_paths`)."""
+        """Where a config is looked for, best first (``$VALARPY_CONFIG``, then ``~/...``)."""
         return get_preferred_paths()
 
     @classmethod
@@ -193,14 +192,14 @@ class Valar:
         metamodel.database_proxy.initialize(db)
         GlobalConnection._peewee_database = db
         model = importlib.import_module("valarfast.model")
-        model.conn = self
+        setattr(model, "conn", self)  # noqa: B010 - a module global, set at run time
 
     def _unbind(self) -> None:
         from valarfast import metamodel
 
         model = importlib.import_module("valarfast.model")
         if getattr(model, "conn", None) is self:
-            model.conn = None
+            setattr(model, "conn", None)  # noqa: B010
         if GlobalConnection._peewee_database is self._db:
             GlobalConnection._peewee_database = None
         if getattr(metamodel.database_proxy, "obj", None) is self._db:
@@ -233,7 +232,7 @@ class Valar:
         try:
             db.close()
         except peewee.PeeweeException:
-            db._state.reset()
+            _state(db).reset()
         db.connect()
 
     def __enter__(self) -> Valar:
@@ -246,7 +245,7 @@ class Valar:
         try:
             if getattr(self, "_tunnel", None) is not None or getattr(self, "_db", None) is not None:
                 self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
+        except Exception:
             pass
 
     def __repr__(self) -> str:
@@ -267,16 +266,21 @@ class Valar:
         return _Block(self.database, always_rollback=True)
 
 
+def _state(db: peewee.Database) -> Any:
+    """peewee's per-thread connection state (``conn``, ``transactions``, ``reset()``)."""
+    return db._state  # type: ignore[attr-defined]
+
+
 def _close_database(db: peewee.Database) -> None:
     """Close even inside a transaction (the server rolls it back) or on a broken connection."""
     if db.in_transaction():
         logger.warning("closing inside a transaction: it is rolled back")
-    conn = None if db.is_closed() else db._state.conn
-    db._state.reset()  # also forgets any open transaction
+    conn = None if db.is_closed() else _state(db).conn
+    _state(db).reset()  # also forgets any open transaction
     if conn is not None:
         try:
             conn.close()
-        except Exception:  # noqa: BLE001 - a broken connection is closed all the same
+        except Exception:
             force = getattr(conn, "_force_close", None)
             if force is not None:
                 force()

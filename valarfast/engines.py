@@ -40,6 +40,7 @@ import peewee
 from valarfast.config import Settings
 from valarfast.errors import ConnectionLostError, WriteMayHaveBeenAppliedError, is_connection_lost
 from valarfast.guard import GuardedDatabaseMixin, is_read_sql
+from valarfast.sqlite_schema import SQLITE_DDL_TYPES, ensure_schema
 
 logger = logging.getLogger("valarfast")
 
@@ -56,6 +57,9 @@ def _socket_is_dead(conn: Any) -> bool:
     sock = getattr(conn, "_sock", None)
     if sock is None:
         return True
+    result = getattr(conn, "_result", None)
+    if result is not None and getattr(result, "unbuffered_active", False):
+        return False  # rows of an unbuffered (streaming) query are pending: alive, not idle
     try:
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
@@ -85,7 +89,7 @@ class ReconnectPolicyMixin:
         if conn is not None:
             try:
                 conn._force_close()
-            except Exception:  # noqa: BLE001 - it is broken already; only the socket matters
+            except Exception:
                 logger.debug("closing a broken connection failed", exc_info=True)
         if not self.in_transaction():  # type: ignore[attr-defined]
             state.reset()
@@ -196,7 +200,8 @@ class ValarMySQLDatabase(GuardedDatabaseMixin, ReconnectPolicyMixin, peewee.MySQ
 def _regexp(pattern: str | None, value: Any) -> bool | None:
     if pattern is None or value is None:
         return None
-    return re.search(pattern, str(value)) is not None
+    # case-insensitive, as MariaDB's REGEXP on Valar's case-insensitive collation
+    return re.search(pattern, str(value), re.IGNORECASE) is not None
 
 
 class ValarSqliteDatabase(GuardedDatabaseMixin, peewee.SqliteDatabase):
@@ -205,8 +210,14 @@ class ValarSqliteDatabase(GuardedDatabaseMixin, peewee.SqliteDatabase):
     def __init__(self, database: str, **kwargs: Any) -> None:
         pragmas = dict(kwargs.pop("pragmas", None) or {})
         pragmas.setdefault("foreign_keys", 1)
+        kwargs.setdefault("field_types", dict(SQLITE_DDL_TYPES))
         super().__init__(database, pragmas=pragmas, **kwargs)
         self.register_function(_regexp, "regexp", 2)
+
+    def _initialize_connection(self, conn: Any) -> None:
+        super()._initialize_connection(conn)  # type: ignore[misc]
+        # a new/empty file gets Valar's tables; a file that is not one is refused (sqlite_schema)
+        ensure_schema(conn)
 
 
 def make_database(settings: Settings, endpoint: Endpoint | None = None) -> peewee.Database:

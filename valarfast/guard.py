@@ -31,16 +31,17 @@ SQLite's query-form ``PRAGMA x`` / ``PRAGMA x("t")`` (not ``PRAGMA x = y``).
 Never a read: ``SET GLOBAL``, ``SET PASSWORD``, ``SET ROLE``, ``SET STATEMENT ... FOR``,
 ``CALL``, ``DO``, ``ANALYZE``, MySQL executable comments (``/*! ... */``), and anything else.
 A string with several statements is a read only if every one of them is.
-Known limit: a ``SELECT`` calling a stored function that writes cannot be told apart.
+Known limits: a ``SELECT`` calling a stored function that writes cannot be told apart; the
+driver's own objects (``db.connection()``, ``db.cursor()``) are not wrapped, so code that uses
+them directly (valarfast's streaming reads do) must call :func:`check_sql` itself.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
 from contextlib import ContextDecorator
-from typing import Any, TypeVar
+from typing import Any
 
 from valarfast.errors import WriteNotEnabledError
 
@@ -93,7 +94,7 @@ def _set(value: bool) -> bool:
         return previous
 
 
-class writes_enabled(ContextDecorator):  # noqa: N801 - reads as a function, like contextlib's
+class writes_enabled(ContextDecorator):  # lowercase: reads as a function, like contextlib's
     """Enable writing for one block (or decorated call) and restore the previous state after.
 
     >>> with writes_enabled():
@@ -120,144 +121,124 @@ def require_write(what: str) -> None:
 
 
 # --- SQL classification -------------------------------------------------------------------------
+#
+# One regex pass replaces every string literal, quoted identifier and comment by a placeholder,
+# which leaves a "skeleton" where ';', '(' and keywords can be trusted; each statement of the
+# skeleton is then judged by its leading keywords. Linear in the length of the SQL.
 
-# one lexical token: quoted strings and identifiers, comments, words, single characters
-_TOKEN = re.compile(
+_LEXEME = re.compile(
     r"""
-      (?P<ws>\s+)
-    | (?P<exec_comment>/\*[!M])                      # MySQL/MariaDB executable comment: code
-    | (?P<comment>/\*.*?\*/|--(?:[ \t][^\n]*)?(?:\n|$)|\#[^\n]*(?:\n|$))
-    | (?P<string>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")
-    | (?P<ident>`(?:[^`]|``)*`)
-    | (?P<word>[A-Za-z_@$][A-Za-z0-9_@$.]*)
-    | (?P<other>.)
-    """,
+    (?=[/'"`\#-])                                              # fast skip of plain text
+    (?: (?P<exec>/\*[!M])                                         # executable comment: code
+    | (?P<comment>/\*.*?\*/|--(?:[ \t\r][^\n]*)?(?=\n|$)|\#[^\n]*)
+    | (?P<quoted>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`(?:[^`]|``)*`)
+    | (?P<open>['"`]|/\*)                                      # unterminated
+    )""",
     re.VERBOSE | re.DOTALL,
 )
+_WORD = re.compile(r"[A-Za-z_@$][A-Za-z0-9_@$.]*")
+_INTO_FILE = re.compile(r"\bINTO\s+(?:OUTFILE|DUMPFILE)\b", re.IGNORECASE)
+_CTE_HEAD = re.compile(r"\s*(?:[A-Za-z0-9_$]+|\?)\s*", re.ASCII)
 
 
 class _Unclassifiable(ValueError):
     """Raised internally for SQL the classifier will not call a read (unterminated, exotic)."""
 
 
-def _tokens(sql: str) -> list[tuple[str, str]]:
-    """Tokens as (kind, text), without whitespace and comments; ``;`` kept as kind 'semi'."""
-    out: list[tuple[str, str]] = []
-    pos = 0
-    n = len(sql)
-    while pos < n:
-        m = _TOKEN.match(sql, pos)
-        if m is None:  # pragma: no cover - the 'other' branch matches any character
-            raise _Unclassifiable(sql[pos : pos + 20])
-        kind = m.lastgroup or "other"
-        text = m.group()
-        pos = m.end()
-        if kind == "exec_comment":
-            raise _Unclassifiable("executable comment")
-        if kind in ("ws", "comment"):
-            continue
-        if kind == "other" and text in "'\"`":
-            raise _Unclassifiable("unterminated quote")
-        if kind == "other" and text == "/" and sql.startswith("*", pos):
-            raise _Unclassifiable("unterminated comment")
-        if kind == "other" and text == ";":
-            kind = "semi"
-        out.append((kind, text))
-    return out
+def _blank(m: re.Match[str]) -> str:
+    kind = m.lastgroup
+    if kind == "exec":
+        raise _Unclassifiable("executable comment")
+    if kind == "open":
+        raise _Unclassifiable("unterminated quote or comment")
+    return " " if kind == "comment" else " ? "
 
 
-def split_statements(sql: str) -> list[list[tuple[str, str]]]:
-    """The non-empty statements of ``sql`` as token lists (split at ``;`` outside quotes)."""
-    statements: list[list[tuple[str, str]]] = [[]]
-    for tok in _tokens(sql):
-        if tok[0] == "semi":
-            statements.append([])
-        else:
-            statements[-1].append(tok)
-    return [s for s in statements if s]
+def split_statements(sql: str) -> list[str]:
+    """The non-empty statements of ``sql``, literals and comments blanked out (``?``, space).
+
+    >>> split_statements("SELECT ';' ; /* x */ DELETE FROM t -- y")
+    ['SELECT  ?', 'DELETE FROM t']
+    """
+    skeleton = _LEXEME.sub(_blank, sql)
+    return [part.strip() for part in skeleton.split(";") if part.strip()]
 
 
-def _words(tokens: list[tuple[str, str]]) -> list[str]:
-    return [text.upper() for kind, text in tokens if kind == "word"]
-
-
-def _select_is_read(tokens: list[tuple[str, str]]) -> bool:
-    words = _words(tokens)
-    for i, w in enumerate(words[:-1]):
-        if w == "INTO" and words[i + 1] in ("OUTFILE", "DUMPFILE"):
-            return False
-    return True
-
-
-def _skip_cte(tokens: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """After ``WITH [RECURSIVE] a [(cols)] AS (...), b AS (...)``: the main statement's tokens."""
-    i = 1  # at the first CTE's name
-    if i < len(tokens) and tokens[i][1].upper() == "RECURSIVE":
-        i += 1
-    while True:
-        i += 1  # past the CTE's name
-        if i < len(tokens) and tokens[i][1] == "(":  # column list
-            i = _past_parens(tokens, i)
-        if i >= len(tokens) or tokens[i][1].upper() != "AS":
-            raise _Unclassifiable("malformed WITH")
-        i += 1
-        if i >= len(tokens) or tokens[i][1] != "(":
-            raise _Unclassifiable("malformed WITH")
-        i = _past_parens(tokens, i)
-        if i < len(tokens) and tokens[i][1] == ",":
-            i += 1  # at the next CTE's name
-            continue
-        return tokens[i:]
-
-
-def _past_parens(tokens: list[tuple[str, str]], i: int) -> int:
+def _past_parens(text: str, i: int) -> int:
+    """Index just past the parenthesis group opening at ``text[i]``."""
     depth = 0
-    for j in range(i, len(tokens)):
-        if tokens[j][1] == "(":
+    for j in range(i, len(text)):
+        if text[j] == "(":
             depth += 1
-        elif tokens[j][1] == ")":
+        elif text[j] == ")":
             depth -= 1
             if depth == 0:
                 return j + 1
     raise _Unclassifiable("unbalanced parentheses")
 
 
-_TRANSACTION_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "START"})
-# SET forms that change only this session (what drivers and peewee send)
+def _after_ctes(stmt: str) -> str:
+    """``WITH [RECURSIVE] a [(cols)] AS (...), b AS (...) rest`` -> ``rest``."""
+    m = re.match(r"WITH\s+(?:RECURSIVE\b)?", stmt, re.IGNORECASE)
+    if m is None:
+        raise _Unclassifiable("malformed WITH")
+    i = m.end()
+    while True:
+        name = _CTE_HEAD.match(stmt, i)
+        if name is None or not name.group().strip():
+            raise _Unclassifiable("malformed WITH")
+        i = name.end()
+        if stmt.startswith("(", i):  # column list
+            i = _past_parens(stmt, i)
+        as_kw = re.compile(r"\s*AS\s*", re.IGNORECASE).match(stmt, i)
+        if as_kw is None or not stmt.startswith("(", as_kw.end()):
+            raise _Unclassifiable("malformed WITH")
+        i = _past_parens(stmt, as_kw.end())
+        comma = re.compile(r"\s*,").match(stmt, i)
+        if comma is None:
+            return stmt[i:].strip()
+        i = comma.end()
+
+
+def _has_into_file(stmt: str) -> bool:
+    return "INTO" in stmt.upper() and _INTO_FILE.search(stmt) is not None
+
+
+def _words(stmt: str, n: int) -> list[str]:
+    return [w.upper() for w in _WORD.findall(stmt, 0, 200)[:n]]
+
+
+_TRANSACTION_CONTROL = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT"})
+# SET forms that reach beyond this session
 _SET_REFUSED = frozenset({"GLOBAL", "PASSWORD", "ROLE", "DEFAULT", "STATEMENT", "PERSIST"})
 
 
-def _statement_is_read(tokens: list[tuple[str, str]]) -> bool:
-    while tokens and tokens[0][1] == "(":  # (SELECT ...) UNION (SELECT ...)
-        tokens = tokens[1:]
-    if not tokens or tokens[0][0] != "word":
+def _statement_is_read(stmt: str) -> bool:
+    stmt = stmt.lstrip("( \t\r\n")  # (SELECT ...) UNION (SELECT ...)
+    if not stmt or not (stmt[0].isalpha() or stmt[0] in "_@$"):
         return False
-    first = tokens[0][1].upper()
-    words = _words(tokens)
+    words = _words(stmt, 2)
+    first = words[0]
+    second = words[1] if len(words) > 1 else ""
     if first == "SELECT":
-        return _select_is_read(tokens)
+        return not _has_into_file(stmt)
     if first == "WITH":
-        rest = _skip_cte(tokens)
-        while rest and rest[0][1] == "(":
-            rest = rest[1:]
-        return bool(rest) and rest[0][1].upper() == "SELECT" and _select_is_read(tokens)
+        rest = _after_ctes(stmt).lstrip("( \t\r\n")
+        return _words(rest, 1) == ["SELECT"] and not _has_into_file(stmt)
     if first in ("SHOW", "DESCRIBE", "DESC", "EXPLAIN"):
-        return not (len(words) > 1 and words[1] == "ANALYZE")
+        return second != "ANALYZE"
     if first in _TRANSACTION_CONTROL:
-        if first == "START":
-            return len(words) > 1 and words[1] == "TRANSACTION"
-        if first == "RELEASE":
-            return len(words) > 1 and words[1] == "SAVEPOINT"
         return True
+    if first == "START":
+        return second == "TRANSACTION"
+    if first == "RELEASE":
+        return second == "SAVEPOINT"
     if first == "PRAGMA":  # SQLite: the query form only (``PRAGMA x = y`` changes settings)
-        return not any(text == "=" for _, text in tokens)
+        return "=" not in stmt
     if first == "SET":
-        if len(words) < 2:
-            return False
-        second = words[1]
-        if second in _SET_REFUSED or second.startswith("@@GLOBAL."):
-            return False
-        return not second.startswith(("@@PERSIST", "@@SESSION.PASSWORD"))
+        return bool(second) and second not in _SET_REFUSED and not second.startswith(
+            ("@@GLOBAL.", "@@PERSIST")
+        )
     return False
 
 
@@ -297,9 +278,6 @@ def check_sql(sql: str | bytes) -> None:
         raise WriteNotEnabledError(
             f"SQL refused: writing is disabled; {ENABLE_HINT} (statement: {head!r})"
         )
-
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class GuardedDatabaseMixin:

@@ -34,11 +34,13 @@ from valarfast.errors import (
 )
 
 __all__ = [
+    "NOT_CONNECTED_MESSAGE",
     "SQLITE_AFFINITY",
     "BaseModel",
     "BinaryField",
     "DoubleField",
     "EnumField",
+    "FixedCharField",
     "ForeignKeyField",
     "LongBlobField",
     "MediumBlobField",
@@ -88,8 +90,8 @@ class ValarDatabaseProxy(peewee.DatabaseProxy):
 
     def __getattr__(self, attr: str) -> Any:
         if self.obj is None:
-            if attr.startswith("__"):
-                raise AttributeError(attr)
+            if attr.startswith("__") or attr in peewee.DatabaseProxy.__slots__:
+                raise AttributeError(attr)  # hasattr() and copy keep working
             raise NotConnectedError(NOT_CONNECTED_MESSAGE)
         return getattr(self.obj, attr)
 
@@ -183,6 +185,13 @@ class UnsignedDoubleField(peewee.DoubleField):
     field_type = "DOUBLE UNSIGNED"
 
 
+class FixedCharField(peewee.FixedCharField):
+    """``CHAR(n)``."""
+
+    def __init__(self, max_length: int = 255, *args: Any, **kwargs: Any) -> None:
+        peewee.CharField.__init__(self, max_length, *args, **kwargs)
+
+
 class MediumTextField(peewee.TextField):
     field_type = "MEDIUMTEXT"
 
@@ -248,7 +257,7 @@ class EnumField(peewee.Field):
         super().__init__(*args, choices=tuple(choices), **kwargs)
         self.choices: tuple[str, ...] = tuple(choices)
 
-    def get_modifiers(self) -> list[str]:
+    def get_modifiers(self) -> list[Any]:
         return [_quote(c) for c in self.choices]
 
     def ddl_datatype(self, ctx: Any) -> Any:
@@ -332,7 +341,7 @@ def _table_description_frame() -> type:
     except ImportError as e:
         raise ImportError(PANDAS_HINT) from e
 
-    class TableDescriptionFrame(pd.DataFrame):  # type: ignore[misc]
+    class TableDescriptionFrame(pd.DataFrame):
         """A pandas DataFrame describing a table's columns (one row per column)."""
 
         @property
@@ -340,7 +349,12 @@ def _table_description_frame() -> type:
             return TableDescriptionFrame
 
     TableDescriptionFrame.__module__ = __name__
+    TableDescriptionFrame.__qualname__ = "TableDescriptionFrame"
     return TableDescriptionFrame
+
+
+#: the DataFrame subclass get_desc() returns; made on first access (imports pandas)
+TableDescriptionFrame: Any  # annotation only: module __getattr__ supplies the value
 
 
 def __getattr__(name: str) -> Any:
@@ -356,7 +370,7 @@ M = TypeVar("M", bound="BaseModel")
 _STRING_FIELDS = (peewee.CharField, peewee.FixedCharField, EnumField)
 
 
-class _class_only:  # noqa: N801 - a descriptor used like @classmethod
+class _class_only:  # a descriptor used like @classmethod
     """Like classmethod, but refuses to be called on an instance (no whole-table DELETE)."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
@@ -383,7 +397,14 @@ def _to_id(thing: Any) -> int:
 
 
 def _is_id(thing: Any) -> bool:
-    return isinstance(thing, (numbers.Integral, float)) and not isinstance(thing, bool)
+    return isinstance(thing, numbers.Real) and not isinstance(thing, bool)
+
+
+def _is_collection(value: Any) -> bool:
+    """A list, tuple, set, array... of values (not a str, bytes, query or model instance)."""
+    return isinstance(value, Iterable) and not isinstance(
+        value, (str, bytes, bytearray, memoryview, peewee.Node, peewee.Model)
+    )
 
 
 def _collation_key(text: str) -> str:
@@ -399,6 +420,15 @@ class BaseModel(peewee.Model):
     """The base of every Valar model: valarpy 3's conveniences and the ORM write guard.
 
     Lookups (``fetch`` and friends) always send values as query parameters.
+
+    Write guard: while writing is off (:mod:`valarfast.guard`), ``save``, ``delete_instance``,
+    ``create``, ``insert``, ``insert_many``, ``insert_from``, ``replace``, ``replace_many``,
+    ``update``, ``delete``, ``bulk_create``, ``bulk_update``, ``set_by_id``, ``delete_by_id`` and
+    ``get_or_create`` (even when the row exists: use ``fetch_or_none``) raise
+    :class:`WriteNotEnabledError` before any query is built. ``drop_table``,
+    ``truncate_table`` and ``raw`` always raise :class:`UnsupportedOperationError`.
+    ``delete()`` is class-only: on an instance it raises ``TypeError`` (never a table DELETE).
+    ``save`` checks ENUM values and CHAR/VARCHAR lengths before sending anything.
     """
 
     _sstring_prefix: ClassVar[str | None] = None
@@ -430,7 +460,7 @@ class BaseModel(peewee.Model):
             raise TypeError(
                 f"{cls.__name__} has no unique text column to look up {thing!r} by; use an id"
             )
-        parts = []
+        parts: list[Any] = []
         for name in columns:
             field = cls._meta.fields[name]
             if like:
@@ -453,7 +483,7 @@ class BaseModel(peewee.Model):
                 )
             else:
                 parts.append(field == thing)
-        condition = parts[0]
+        condition: Any = parts[0]
         for part in parts[1:]:
             condition = condition | part
         return condition
@@ -511,7 +541,7 @@ class BaseModel(peewee.Model):
     def fetch_all_or_none(
         cls: type[M],
         things: Iterable[Any],
-        join_fn: Callable[[peewee.ModelSelect], peewee.ModelSelect] | None = None,
+        join_fn: Callable[[Any], Any] | None = None,
     ) -> list[M | None]:
         """One result per item of ``things``, in order, duplicates kept, None for a miss.
 
@@ -540,28 +570,28 @@ class BaseModel(peewee.Model):
                     f"not {type(thing).__name__} ({thing!r})"
                 )
 
-        def base() -> peewee.ModelSelect:
+        def base() -> Any:
             query = cls.select()
             return join_fn(query) if join_fn is not None else query
 
-        pk = cls._meta.primary_key
-        by_id: dict[int, M] = {}
-        by_name: dict[str, M] = {}
+        pk: Any = cls._meta.primary_key
+        by_id: dict[int, Any] = {}
+        by_name: dict[str, Any] = {}
         if ids:
             for row in base().where(pk.in_(sorted(ids))):
-                by_id[row._pk] = row
+                by_id[row.get_id()] = row
         if names:
             columns = cls.get_indexing_cols()
             if not columns:
                 raise TypeError(f"{cls.__name__} has no unique text column to look strings up by")
             fields = [cls._meta.fields[c] for c in columns]
-            condition = fields[0].in_(sorted(names))
+            condition: Any = fields[0].in_(sorted(names))
             for f in fields[1:]:
                 condition = condition | f.in_(sorted(names))
             # lowest id wins when one string matches several rows (as in fetch); the server
             # compared by the column's collation (Valar's is case-insensitive), so rows are
             # found by exact value first, then by an approximation of that collation
-            by_key: dict[str, M] = {}
+            by_key: dict[str, Any] = {}
             for row in base().where(condition).order_by(pk.desc()):
                 for f in fields:
                     value = row.__data__.get(f.name)
@@ -585,12 +615,12 @@ class BaseModel(peewee.Model):
     def fetch_all(
         cls: type[M],
         things: Iterable[Any],
-        join_fn: Callable[[peewee.ModelSelect], peewee.ModelSelect] | None = None,
+        join_fn: Callable[[Any], Any] | None = None,
     ) -> list[M]:
         """Like :meth:`fetch_all_or_none` but raises :class:`ValarLookupError` naming the misses."""
         items = list(things) if not isinstance(things, (str, bytes)) else things
-        found = cls.fetch_all_or_none(items, join_fn=join_fn)  # type: ignore[arg-type]
-        missing = [thing for thing, row in zip(items, found) if row is None]
+        found = cls.fetch_all_or_none(items, join_fn=join_fn)
+        missing = [thing for thing, row in zip(items, found, strict=True) if row is None]
         if missing:
             raise ValarLookupError(
                 f"no {cls.__name__} row (table {cls._meta.table_name}) matches {missing!r}"
@@ -604,7 +634,7 @@ class BaseModel(peewee.Model):
         ``thing`` is one item or a list of them; strings are resolved with :meth:`fetch_all`
         (one query, :class:`ValarLookupError` for a miss); ids and instances need no query.
         """
-        items = list(thing) if isinstance(thing, (list, tuple, set, frozenset)) else [thing]
+        items = list(thing) if _is_collection(thing) else [thing]
         expressions: list[Any] = []
         ids: list[int] = []
         names: list[str] = []
@@ -612,7 +642,7 @@ class BaseModel(peewee.Model):
             if isinstance(item, peewee.Node) and not isinstance(item, peewee.Model):
                 expressions.append(item)
             elif isinstance(item, cls):
-                ids.append(item._pk)
+                ids.append(item.get_id())
             elif isinstance(item, str):
                 names.append(item)
             elif _is_id(item):
@@ -624,14 +654,15 @@ class BaseModel(peewee.Model):
                     f"not {type(item).__name__} ({item!r})"
                 )
         if names:
-            ids.extend(row._pk for row in cls.fetch_all(names))
+            ids.extend(row.get_id() for row in cls.fetch_all(names))
         if ids or not expressions:
-            expressions.append(cls._meta.primary_key.in_(ids))
+            pk: Any = cls._meta.primary_key
+            expressions.append(pk.in_(ids))
         return expressions
 
     @classmethod
     def list_where(cls: type[M], *expressions: Any, **column_values: Any) -> list[M]:
-        """Rows matching every expression and every ``field=value`` (a list/tuple/set -> IN).
+        """Rows matching every expression and every ``field=value`` (a collection -> IN).
 
         >>> Runs.list_where(Runs.id > 10, tag="x")        # doctest: +SKIP
         []
@@ -643,7 +674,7 @@ class BaseModel(peewee.Model):
                 field = cls._meta.combined.get(name)
             if field is None:
                 raise ValueError(f"{cls.__name__} has no field {name!r}")
-            if isinstance(value, (list, tuple, set, frozenset)):
+            if _is_collection(value):
                 conditions.append(field.in_(list(value)))
             else:
                 conditions.append(field.is_null() if value is None else field == value)
@@ -674,7 +705,7 @@ class BaseModel(peewee.Model):
         prefix = self._sstring_prefix
         if prefix is None:
             prefix = "".join(c for c in type(self).__name__ if c.isupper()).lower()
-        return f"{prefix}{self._pk}"
+        return f"{prefix}{self.get_id()}"
 
     @classmethod
     def _column_type(cls, field: peewee.Field) -> str:
@@ -720,7 +751,7 @@ class BaseModel(peewee.Model):
     def get_schema(cls) -> str:
         """One line per column: ``column TYPE [NOT NULL] [PRIMARY KEY] [UNIQUE] [constraints]``."""
         lines = []
-        for desc, field in zip(cls.get_desc_list(), cls._meta.sorted_fields):
+        for desc, field in zip(cls.get_desc_list(), cls._meta.sorted_fields, strict=True):
             words = [field.column_name, desc["type"]]
             if not desc["nullable"]:
                 words.append("NOT NULL")
@@ -792,7 +823,7 @@ class BaseModel(peewee.Model):
         return super().update(*args, **kwargs)
 
     @_class_only
-    def delete(cls) -> Any:  # noqa: N805 - bound to the class by _class_only
+    def delete(cls: Any) -> Any:  # bound to the class by _class_only
         """A DELETE query for this table (class only; an instance uses delete_instance())."""
         guard.require_write(f"{cls.__name__}.delete()")
         return peewee.ModelDelete(cls)

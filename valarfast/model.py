@@ -11,12 +11,20 @@ a query needs an open one (``valarfast.opened()`` or ``Valar(config).open()``).
 'refs'
 """
 
-# ruff: noqa: E501
+# ruff: noqa: E501  (one field a line, however long)
 from __future__ import annotations
 
 from typing import Any
 
-from peewee import SQL, BooleanField, CharField, DateField, DateTimeField, FixedCharField, SmallIntegerField, TextField
+from peewee import (
+    SQL,
+    BooleanField,
+    CharField,
+    DateField,
+    DateTimeField,
+    SmallIntegerField,
+    TextField,
+)
 
 from valarfast.errors import (
     NotConnectedError,
@@ -26,10 +34,12 @@ from valarfast.errors import (
     WriteNotEnabledError,
 )
 from valarfast.metamodel import (
+    NOT_CONNECTED_MESSAGE,
     BaseModel,
     BinaryField,
     DoubleField,
     EnumField,
+    FixedCharField,
     ForeignKeyField,
     LongBlobField,
     MediumBlobField,
@@ -54,18 +64,14 @@ conn: Any = None
 def atomic() -> Any:
     """``conn.atomic()``: a transaction (a savepoint when nested)."""
     if conn is None:
-        raise NotConnectedError(
-            "no open connection: open one with valarfast.opened() or Valar(config).open()"
-        )
+        raise NotConnectedError(NOT_CONNECTED_MESSAGE)
     return conn.atomic()
 
 
 def rolling_back() -> Any:
     """``conn.rolling_back()``: like atomic() but always rolled back at exit."""
     if conn is None:
-        raise NotConnectedError(
-            "no open connection: open one with valarfast.opened() or Valar(config).open()"
-        )
+        raise NotConnectedError(NOT_CONNECTED_MESSAGE)
     return conn.rolling_back()
 
 
@@ -1140,72 +1146,72 @@ MODELS_BY_TABLE: dict[str, type[BaseModel]] = {
 }
 
 __all__ = [
-    "BaseModel",
     "MODELS_BY_TABLE",
+    "Annotations",
+    "ApiKeys",
+    "AssayParams",
+    "AssayPositions",
+    "Assays",
+    "AudioFiles",
+    "BaseModel",
+    "BatchAnnotations",
+    "BatchLabels",
+    "Batches",
+    "Batteries",
+    "CompoundLabels",
+    "Compounds",
+    "ConfigFiles",
+    "ControlTypes",
+    "ExperimentTags",
+    "Experiments",
+    "Features",
+    "GeneticVariants",
+    "Locations",
+    "LogFiles",
+    "MandosInfo",
+    "MandosObjectLinks",
+    "MandosObjectTags",
+    "MandosObjects",
+    "MandosPredicates",
+    "MandosRuleTags",
+    "MandosRules",
     "NotConnectedError",
+    "PlateTypes",
+    "Plates",
+    "ProjectTags",
+    "ProjectTypes",
+    "Projects",
+    "Refs",
+    "Rois",
+    "RunTags",
+    "Runs",
+    "SauronConfigs",
+    "SauronSettings",
+    "Saurons",
+    "SensorData",
+    "Sensors",
+    "Stimuli",
+    "StimulusFrames",
+    "SubmissionParams",
+    "SubmissionRecords",
+    "Submissions",
+    "Suppliers",
+    "TemplateAssays",
+    "TemplatePlates",
+    "TemplateStimulusFrames",
+    "TemplateTreatments",
+    "TemplateWells",
+    "TransferPlates",
     "UnsupportedOperationError",
+    "Users",
     "ValarLookupError",
     "ValarTableTypeError",
+    "WellFeatures",
+    "WellTreatments",
+    "Wells",
     "WriteNotEnabledError",
     "atomic",
     "conn",
     "database_proxy",
     "rolling_back",
-    'Annotations',
-    'ApiKeys',
-    'AssayParams',
-    'AssayPositions',
-    'Assays',
-    'AudioFiles',
-    'BatchAnnotations',
-    'BatchLabels',
-    'Batches',
-    'Batteries',
-    'CompoundLabels',
-    'Compounds',
-    'ConfigFiles',
-    'ControlTypes',
-    'ExperimentTags',
-    'Experiments',
-    'Features',
-    'GeneticVariants',
-    'Locations',
-    'LogFiles',
-    'MandosInfo',
-    'MandosObjectLinks',
-    'MandosObjectTags',
-    'MandosObjects',
-    'MandosPredicates',
-    'MandosRuleTags',
-    'MandosRules',
-    'PlateTypes',
-    'Plates',
-    'ProjectTags',
-    'ProjectTypes',
-    'Projects',
-    'Refs',
-    'Rois',
-    'RunTags',
-    'Runs',
-    'SauronConfigs',
-    'SauronSettings',
-    'Saurons',
-    'SensorData',
-    'Sensors',
-    'Stimuli',
-    'StimulusFrames',
-    'SubmissionParams',
-    'SubmissionRecords',
-    'Submissions',
-    'Suppliers',
-    'TemplateAssays',
-    'TemplatePlates',
-    'TemplateStimulusFrames',
-    'TemplateTreatments',
-    'TemplateWells',
-    'TransferPlates',
-    'Users',
-    'WellFeatures',
-    'WellTreatments',
-    'Wells',
 ]

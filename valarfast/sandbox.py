@@ -167,17 +167,29 @@ def _database(db: Any) -> Any:
 
 
 def encode_floats(values: np.ndarray) -> bytes:
-    """Valar's ``well_features.floats`` bytes for float32 values (big-endian binary32)."""
+    """Valar's ``well_features.floats`` bytes for float32 values (big-endian binary32).
+
+    >>> encode_floats(np.array([1.0, -2.0], np.float32))
+    b'?\\x80\\x00\\x00\\xc0\\x00\\x00\\x00'
+    """
     return np.ascontiguousarray(values, dtype=">f4").tobytes()
 
 
 def encode_frames(values: np.ndarray) -> bytes:
-    """Valar's stimulus-frame bytes for uint8 values 0..255 (JVM signed bytes, value - 128)."""
+    """Valar's stimulus-frame bytes for uint8 values 0..255 (JVM signed bytes, value - 128).
+
+    >>> encode_frames(np.array([0, 128, 255], np.uint8))
+    b'\\x80\\x00\\x7f'
+    """
     return (np.asarray(values, dtype=np.uint8) ^ np.uint8(0x80)).tobytes()
 
 
 def encode_sensor(values: Any, data_type: str) -> bytes:
-    """Valar's ``sensor_data.floats`` bytes for values of a sensor's ``data_type``."""
+    """Valar's ``sensor_data.floats`` bytes for values of a sensor's ``data_type``.
+
+    >>> encode_sensor(np.array([0, 65535], np.uint16), "unsigned_short")
+    b'\\x80\\x00\\x7f\\xff'
+    """
     if data_type == "utf8_char":
         return str(values).encode("utf-8")
     if data_type not in _SENSOR_CODECS:

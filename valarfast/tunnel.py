@@ -12,7 +12,7 @@ child process behind after :meth:`Tunnel.stop`. :meth:`Tunnel.ensure_alive` rest
 tunnel on the same local port when it can (else on a new one) and returns the endpoint.
 
 >>> from valarfast.config import load_settings
->>> s = load_settings({"database": "valar", "ssh_host": "valar.example.org", "ssh_backend": "openssh"})
+>>> s = load_settings({"database": "valar", "ssh_host": "valar.org", "ssh_backend": "openssh"})
 >>> t = make_tunnel(s.ssh)
 >>> type(t).__name__, t.is_alive()
 ('OpenSshTunnel', False)
@@ -176,13 +176,14 @@ def _load_host_key(settings: SshSettings) -> Any:
     )
 
 
-def _forwarder_class() -> type:
+def _forwarder_class() -> Any:
     """SSHTunnelForwarder with a bounded TCP connect and bounded banner/auth time-outs."""
     import paramiko
     import sshtunnel
 
-    class BoundedForwarder(sshtunnel.SSHTunnelForwarder):  # type: ignore[misc]
+    class BoundedForwarder(sshtunnel.SSHTunnelForwarder):
         connect_timeout = 10.0
+        _valar_error: BaseException | None = None
 
         def _get_transport(self) -> paramiko.Transport:
             try:
@@ -209,6 +210,7 @@ def _forwarder_class() -> type:
                 transport = getattr(self, "_transport", None)
                 if transport is not None:
                     transport.close()
+                raise  # sshtunnel then makes no forward server (SSHException/OSError)
 
     return BoundedForwarder
 
@@ -253,7 +255,7 @@ class SshtunnelTunnel(Tunnel):
         fwd.daemon_transport = True
         try:
             fwd.start()
-        except (sshtunnel.BaseSSHTunnelForwarderError, OSError, ValueError) as e:
+        except (sshtunnel.BaseSSHTunnelForwarderError, Exception) as e:
             cause = getattr(fwd, "_valar_error", None) or e
             _discard_forwarder(fwd)
             raise TunnelError(self._explain(cause)) from cause
@@ -304,7 +306,7 @@ def _stop_forwarder(fwd: Any, port: int | None = None) -> None:
     """Stop a forwarder and wait (bounded) for its transport and server threads to end."""
     try:
         fwd.stop(force=True)
-    except Exception:  # noqa: BLE001 - stopping a half-started forwarder may complain
+    except Exception:
         logger.debug("stopping the sshtunnel forwarder failed", exc_info=True)
     transport = getattr(fwd, "_transport", None)
     if transport is not None:
@@ -378,7 +380,7 @@ class OpenSshTunnel(Tunnel):
         if self.settings.pkey and not Path(self.settings.pkey).is_file():
             raise TunnelError(f"SSH key file {self.settings.pkey} does not exist")
         cmd = self.command(port)
-        stderr = tempfile.TemporaryFile()
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child; _stop closes
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
