@@ -1,4 +1,4 @@
-"""Shared fixtures: a real MariaDB database with Valar's schema, made for this session and dropped."""
+"""Shared fixtures: a real MariaDB database with Valar's schema, made for the session, dropped."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import dbtools  # noqa: E402
+import dbtools
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ class ServerUnreachable(RuntimeError):
 
 
 def admin_connection(database: str | None = None, **extra: Any) -> pymysql.connections.Connection:
-    """A plain PyMySQL connection to the test server, or ServerUnreachable saying how to start it."""
+    """A plain PyMySQL connection to the test server; ServerUnreachable says how to start it."""
     s = server_settings()
     try:
         return pymysql.connect(
@@ -50,7 +50,8 @@ def admin_connection(database: str | None = None, **extra: Any) -> pymysql.conne
         )
     except pymysql.err.OperationalError as e:
         raise ServerUnreachable(
-            f"MariaDB is not reachable at {s['host']}:{s['port']} as {s['user']!r} ({e}); {START_HINT}"
+            f"MariaDB is not reachable at {s['host']}:{s['port']} as {s['user']!r} ({e}); "
+            + START_HINT
         ) from e
 
 

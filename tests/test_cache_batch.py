@@ -77,6 +77,21 @@ def test_cold_then_warm_is_bit_exact_and_served_from_disk(
         assert np.isnan(marked.values[i, plan.lengths[i] :]).all()  # padding still the fill
 
 
+def test_lengths_from_the_cache_match_the_server(filled: dict[str, Any], tmp_path: Path) -> None:
+    with valarfast.opened(filled["config"]) as model:
+        _fetch(filled, tmp_path)
+        for path in _entries(tmp_path)[::3]:
+            path.unlink()  # some lengths known locally, the others asked for with LENGTH()
+        cache = BlobCache(tmp_path).with_namespace(namespace_for(model.conn.database))
+        lookup = cache.length_lookup("well_features", "float", np.float32)
+        server = batch.plan_well_features(runs=filled["runs"], feature="MI")
+        mixed = batch.plan_well_features(runs=filled["runs"], feature="MI", known_bytes=lookup)
+        known = [lookup(int(i), d) for i, d in zip(server.ids, server.sha1s, strict=True)]
+        assert 0 < sum(k is not None for k in known) < len(known)
+        assert np.array_equal(mixed.lengths, server.lengths)
+        assert np.array_equal(mixed.ids, server.ids) and mixed.sha1s == server.sha1s
+
+
 def test_partial_hit_and_out_and_fill(filled: dict[str, Any], tmp_path: Path) -> None:
     with valarfast.opened(filled["config"]):
         plain = batch.well_features(runs=filled["runs"], feature="MI", cache=False, fill=-1.0)
@@ -210,6 +225,23 @@ def test_config_keys_turn_the_cache_on(filled: dict[str, Any], tmp_path: Path) -
         valarfast.opened({**filled["config"], "cache": True, "cache_max_bytes": "lots"}),
     ):
         _fetch(filled, None)
+
+
+def test_sensor_data_through_the_cache(filled: dict[str, Any], tmp_path: Path) -> None:
+    with valarfast.opened(filled["config"]):
+        for name, data_type, _, _ in sandbox.SENSORS:
+            plain = batch.sensor_data(filled["runs"], name, cache=False)
+            cold = batch.sensor_data(filled["runs"], name, cache=tmp_path)
+            warm = batch.sensor_data(filled["runs"], name, cache=tmp_path)
+            for got in (cold, warm):
+                for a, b in zip(got.values, plain.values, strict=True):
+                    if isinstance(b, np.ndarray):
+                        assert isinstance(a, np.ndarray) and a.dtype == b.dtype
+                        assert a.tobytes() == b.tobytes()
+                    else:
+                        assert a == b
+            stored = list((tmp_path).rglob(f"*.{data_type}.vfc"))
+            assert len(stored) == (0 if data_type == "utf8_char" else len(filled["runs"]))
 
 
 def test_sqlite_engine(tmp_path: Path) -> None:

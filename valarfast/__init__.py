@@ -27,26 +27,31 @@ _LAZY_NAMES: dict[str, str] = {
     "Valar": "valarfast.connection",
     "opened": "valarfast.connection",
     "new_model": "valarfast.connection",
+    "GlobalConnection": "valarfast.connection",
     "valarpy_info": "valarfast.connection",
 }
 _SUBMODULES = frozenset(
-    {"model", "metamodel", "connection", "utils", "blobs", "batch", "config", "guard", "sandbox", "cli"}
-)
+    {
+        "batch", "blobs", "cache", "cli", "config", "connection", "demo", "engines", "errors",
+        "guard", "metamodel", "model", "sandbox", "sqlite_schema", "streaming", "tunnel", "utils",
+    }
+)  # fmt: skip
 
 __all__ = [
+    "GlobalConnection",
+    "UnsupportedOperationError",
     "Valar",
-    "opened",
-    "new_model",
-    "valarpy_info",
     "ValarLookupError",
     "ValarTableTypeError",
-    "UnsupportedOperationError",
     "WriteNotEnabledError",
     "__version__",
+    "new_model",
+    "opened",
+    "valarpy_info",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
-    from valarfast.connection import Valar, new_model, opened, valarpy_info
+    from valarfast.connection import GlobalConnection, Valar, new_model, opened, valarpy_info
 
 
 def __getattr__(name: str) -> Any:

@@ -450,8 +450,10 @@ def stimulus_frames(battery: Any = None, *, assays: Any = None) -> StimulusFrame
 # -------------------------------------------------------------------------------- sensor data
 
 
-def sensor_data(runs: Any, sensor: Any) -> SensorDataResult:
+def sensor_data(runs: Any, sensor: Any, *, cache: Any = None) -> SensorDataResult:
     """One sensor's data for each run, decoded by the sensor's ``data_type``.
+
+    ``cache`` as for :func:`well_features` (text sensors, ``utf8_char``, are never cached).
 
     >>> sd = sensor_data([1, 2], "photosensor")  # doctest: +SKIP
     >>> sd.by_run()[1].dtype  # doctest: +SKIP
@@ -475,12 +477,18 @@ def sensor_data(runs: Any, sensor: Any) -> SensorDataResult:
     db = current_database()
     meta = query_all(
         db,
-        "SELECT id, run_id, LENGTH(floats) FROM sensor_data "
+        "SELECT id, run_id, LENGTH(floats), floats_sha1 FROM sensor_data "
         f"WHERE sensor_id = {db.param} AND run_id IN {in_list(db, len(run_ids))} ORDER BY id",
         [sens.id, *run_ids],
     )
+    from .cache import CacheKey, cache_for_database
+
+    store = None if dtype is None else cache_for_database(cache, db)
+    got_cached: dict[int, np.ndarray] = {}
     run_of: dict[int, int] = {}
-    for sd_id, run, nbytes in meta:
+    keys: dict[int, CacheKey] = {}
+    sha1_of: dict[int, bytes] = {}
+    for sd_id, run, nbytes, sha1 in meta:
         if int(run) in run_of.values():
             raise ValarError(f"run {run} has several sensor_data rows for sensor {sens.name!r}")
         if int(nbytes) % itemsize:
@@ -489,15 +497,30 @@ def sensor_data(runs: Any, sensor: Any) -> SensorDataResult:
                 f"{nbytes} bytes, not a multiple of {itemsize}: corrupt blob"
             )
         run_of[int(sd_id)] = int(run)
-    got: dict[int, np.ndarray | str] = {}
-    for chunk in _chunks(sorted(run_of)):
-        sql = f"SELECT id, floats FROM sensor_data WHERE id IN {in_list(db, len(chunk))}"
-        for sd_id, blob in stream_rows(db, sql, chunk):
+        sha1_of[int(sd_id)] = bytes(sha1)
+        if store is not None and dtype is not None:
+            key = keys[int(sd_id)] = CacheKey("sensor_data", int(sd_id), bytes(sha1), data_type)
+            values = np.empty(int(nbytes) // itemsize, dtype=dtype)
+            if store.read_into(key, values, expected_items=values.size) is not None:
+                got_cached[int(run)] = values
+    got: dict[int, np.ndarray | str] = dict(got_cached)
+    fetch = sorted(i for i, r in run_of.items() if r not in got)
+    for chunk in _chunks(fetch):
+        sql = (
+            f"SELECT id, floats, floats_sha1 FROM sensor_data WHERE id IN {in_list(db, len(chunk))}"
+        )
+        for sd_id, blob, sha1 in stream_rows(db, sql, chunk):
             what = f"sensor_data {sd_id} (run {run_of[int(sd_id)]}, sensor {sens.name!r})"
+            if bytes(sha1) != sha1_of[int(sd_id)]:
+                raise _changed(what, len(blob))
             try:
-                got[run_of[int(sd_id)]] = blobs.decode(blob, data_type)
+                decoded = got[run_of[int(sd_id)]] = blobs.decode(blob, data_type)
             except (ValueError, UnicodeDecodeError) as e:
                 raise BlobDecodeError(f"{what}: {e}") from e
+            if store is not None and isinstance(decoded, np.ndarray):
+                store.write(keys[int(sd_id)], decoded)
+    if store is not None and fetch:
+        store.evict_if_needed()
     return SensorDataResult(
         sensor_id=int(sens.id),
         sensor_name=str(sens.name),

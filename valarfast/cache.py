@@ -594,7 +594,7 @@ class BlobCache:
             if key is not None:
                 written += self.write(key, matrix[int(i), : int(lengths[int(i)])])
         if written:
-            self._maybe_evict()
+            self.evict_if_needed()
         return written
 
     @contextlib.contextmanager
@@ -629,7 +629,7 @@ class BlobCache:
             raise
         writer.close(cancel=False)
         if writer.written:
-            self._maybe_evict()
+            self.evict_if_needed()
 
     @staticmethod
     def _check_matrix(keys: Sequence[CacheKey | None], matrix: np.ndarray) -> None:
@@ -705,7 +705,8 @@ class BlobCache:
         return freed
 
     # ------------------------------------------------------------------ internals
-    def _maybe_evict(self) -> None:
+    def evict_if_needed(self) -> None:
+        """Evict (least recently used first) when this process knows the cache is over its limit."""
         known = _USAGE.get(str(self.directory))
         if known is None:  # first writes of this process here: learn the usage once
             entries, _ = self._scan(sweep=True)

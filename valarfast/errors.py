@@ -27,7 +27,7 @@ class ValarTableTypeError(ValarError, TypeError):
 
 
 class UnsupportedOperationError(ValarError):
-    """An operation valarfast never performs on Valar (``drop_table``, ``truncate_table``, ``raw``)."""
+    """An operation valarfast never does on Valar (``drop_table``, ``truncate_table``, ``raw``)."""
 
 
 class WriteNotEnabledError(ValarError):
@@ -43,7 +43,10 @@ class ConnectionLostError(ValarError, ConnectionError):
 
 
 class WriteMayHaveBeenAppliedError(ConnectionLostError):
-    """The connection was lost during a write: it may or may not have been applied. Never replayed."""
+    """The connection was lost during a write: it may or may not have been applied.
+
+    valarfast never replays such a write; check the data before trying again.
+    """
 
 
 class TunnelError(ValarError, ConnectionError):
@@ -51,7 +54,7 @@ class TunnelError(ValarError, ConnectionError):
 
 
 class BlobDecodeError(ValarError, ValueError):
-    """A blob stored in Valar cannot be decoded (for example a length that is not a multiple of 4)."""
+    """A blob stored in Valar cannot be decoded (e.g. a length not a multiple of its item size)."""
 
 
 class ConfigNotFoundError(FileNotFoundError, LookupError):
