@@ -145,7 +145,9 @@ def _kill_tunnel(valar: Valar, server: SshServer) -> None:
     if isinstance(tunnel, OpenSshTunnel):
         assert tunnel.pid is not None
         os.kill(tunnel.pid, signal.SIGKILL)
-    assert server.kill_sessions() >= 1
+        server.kill_sessions()  # its sshd session may already be gone with the client
+    else:  # the sshtunnel thread lives in this process: kill the server side of its session
+        assert server.kill_sessions() >= 1
     deadline = time.monotonic() + 10
     while tunnel is not None and tunnel.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -350,13 +350,16 @@ def well_features(
 # ---------------------------------------------------------------------------- stimulus frames
 
 
-def stimulus_frames(battery: Any = None, *, assays: Any = None) -> StimulusFrameMatrix:
+def stimulus_frames(
+    battery: Any = None, *, assays: Any = None, cache: Any = None
+) -> StimulusFrameMatrix:
     """Every stimulus of a battery (or of assays laid end to end) as uint8 frames.
 
     Row ``k`` is stimulus ``stimulus_ids[k]`` (sorted by id) over the whole battery; assay
     ``assay_ids[j]`` occupies ``starts[j] : starts[j] + assay_lengths[j]``; frames no assay sets
     are 0. With ``battery`` the starts are its ``assay_positions``; with ``assays=`` the assays
-    follow each other in the order given, from 0.
+    follow each other in the order given, from 0. ``cache`` as for :func:`well_features`
+    (rows keyed by ``frames_sha1``).
 
     >>> sf = stimulus_frames("my battery")  # doctest: +SKIP
     >>> sf.values[sf.stimulus_names.index("blue LED")]  # doctest: +SKIP
@@ -395,38 +398,66 @@ def stimulus_frames(battery: Any = None, *, assays: Any = None) -> StimulusFrame
     if not positions:
         raise ValarLookupError(f"battery {battery_id} has no assay positions")
     unique_assays = sorted({int(p[0]) for p in positions})
+    from .cache import cache_for_database, make_keys
+
+    store = cache_for_database(cache, db)
     meta = query_all(
         db,
-        "SELECT sf.id, sf.assay_id, sf.stimulus_id, LENGTH(sf.frames), s.name "
-        "FROM stimulus_frames sf JOIN stimuli s ON s.id = sf.stimulus_id "
+        f"SELECT sf.id, sf.assay_id, sf.stimulus_id, {'NULL' if store else 'LENGTH(sf.frames)'}, "
+        "s.name, sf.frames_sha1 FROM stimulus_frames sf JOIN stimuli s ON s.id = sf.stimulus_id "
         f"WHERE sf.assay_id IN {in_list(db, len(unique_assays))} ORDER BY sf.id",
         unique_assays,
     )
+    sha1_of = {int(t[0]): None if t[5] is None else bytes(t[5]) for t in meta}
+    keys = make_keys("stimulus_frames", list(sha1_of), list(sha1_of.values()), FRAME_TYPE)
+    key_of = dict(zip(sha1_of, keys, strict=True))
+    if store is not None:  # lengths the cache knows for these versions, LENGTH() for the others
+        known = {i: store.known_items(k, np.uint8) if k else None for i, k in key_of.items()}
+        asked = _blob_lengths(
+            db, "stimulus_frames", "frames", [i for i, n in known.items() if n is None]
+        )
+        meta = [(*t[:3], asked.get(int(t[0]), known[int(t[0])]), *t[4:]) for t in meta]
     spans = {int(a): int(length) for a, _, length in positions}
-    for sf_id, a, _, nbytes, name in meta:
+    for sf_id, a, _, nbytes, name, _ in meta:
         if int(nbytes) > spans[int(a)]:
             raise BlobDecodeError(
                 f"stimulus_frames {sf_id} (assay {a}, stimulus {name!r}) has {nbytes} frames, "
                 f"more than the assay's length {spans[int(a)]}"
             )
-    stimuli = sorted({(int(s), str(name)) for _, _, s, _, name in meta})
+    stimuli = sorted({(int(s), str(name)) for _, _, s, _, name, _ in meta})
     row_of = {s: k for k, (s, _) in enumerate(stimuli)}
     width = max([total] + [int(st) + int(length) for _, st, length in positions])
     values = np.zeros((len(stimuli), width), dtype=np.uint8)
     starts_by_assay: dict[int, list[int]] = {}
     for a, st, _ in positions:
         starts_by_assay.setdefault(int(a), []).append(int(st))
-    by_id = {int(sf_id): (int(a), int(s), int(nbytes)) for sf_id, a, s, nbytes, _ in meta}
+    by_id = {int(sf_id): (int(a), int(s), int(nbytes)) for sf_id, a, s, nbytes, _, _ in meta}
     from .blobs import decode_into_row
 
-    ids = sorted(by_id)
-    for chunk in _chunks(ids):
-        sql = f"SELECT id, frames FROM stimulus_frames WHERE id IN {in_list(db, len(chunk))}"
-        for sf_id, blob in stream_rows(db, sql, chunk):
+    fetch = []
+    for sf_id, (a, s, nbytes) in sorted(by_id.items()):  # cached rows: read into place
+        row, (first, *others) = values[row_of[s]], starts_by_assay[a]
+        key = key_of[sf_id]
+        if (
+            store is None
+            or key is None
+            or store.read_into(key, row[first : first + nbytes], expected_items=nbytes, fill=0)
+            is None
+        ):
+            fetch.append(sf_id)
+            continue
+        for st in others:
+            row[st : st + nbytes] = row[first : first + nbytes]
+    for chunk in _chunks(fetch):
+        sql = (
+            "SELECT id, frames, frames_sha1 FROM stimulus_frames "
+            f"WHERE id IN {in_list(db, len(chunk))}"
+        )
+        for sf_id, blob, sha1 in stream_rows(db, sql, chunk):
             a, s, nbytes = by_id[int(sf_id)]
             row = values[row_of[s]]
             first, *others = starts_by_assay[a]
-            if len(blob) != nbytes:
+            if len(blob) != nbytes or (sha1 and bytes(sha1)) != sha1_of[int(sf_id)]:
                 raise _changed(f"stimulus_frames {sf_id}", len(blob))
             try:
                 decode_into_row(blob, FRAME_TYPE, row[first : first + nbytes])
@@ -436,6 +467,11 @@ def stimulus_frames(battery: Any = None, *, assays: Any = None) -> StimulusFrame
                 ) from e
             for st in others:
                 row[st : st + nbytes] = row[first : first + nbytes]
+            key = key_of[int(sf_id)]
+            if store is not None and key is not None:
+                store.write(key, row[first : first + nbytes])
+    if store is not None and fetch:
+        store.evict_if_needed()
     return StimulusFrameMatrix(
         values=values,
         stimulus_ids=np.array([s for s, _ in stimuli], dtype=np.int64),
@@ -475,36 +511,41 @@ def sensor_data(runs: Any, sensor: Any, *, cache: Any = None) -> SensorDataResul
             ) from e
         itemsize = dtype.itemsize
     db = current_database()
-    meta = query_all(
-        db,
-        "SELECT id, run_id, LENGTH(floats), floats_sha1 FROM sensor_data "
-        f"WHERE sensor_id = {db.param} AND run_id IN {in_list(db, len(run_ids))} ORDER BY id",
-        [sens.id, *run_ids],
-    )
     from .cache import CacheKey, cache_for_database
 
     store = None if dtype is None else cache_for_database(cache, db)
-    got_cached: dict[int, np.ndarray] = {}
+    meta = query_all(
+        db,
+        f"SELECT id, run_id, {'NULL' if store else 'LENGTH(floats)'}, floats_sha1 FROM sensor_data "
+        f"WHERE sensor_id = {db.param} AND run_id IN {in_list(db, len(run_ids))} ORDER BY id",
+        [sens.id, *run_ids],
+    )
+    got: dict[int, np.ndarray | str] = {}
     run_of: dict[int, int] = {}
     keys: dict[int, CacheKey] = {}
     sha1_of: dict[int, bytes] = {}
-    for sd_id, run, nbytes, sha1 in meta:
+    for sd_id, run, _, sha1 in meta:
         if int(run) in run_of.values():
             raise ValarError(f"run {run} has several sensor_data rows for sensor {sens.name!r}")
-        if int(nbytes) % itemsize:
-            raise BlobDecodeError(
-                f"sensor_data {sd_id} (run {run}, sensor {sens.name!r}, {data_type}) holds "
-                f"{nbytes} bytes, not a multiple of {itemsize}: corrupt blob"
-            )
         run_of[int(sd_id)] = int(run)
         sha1_of[int(sd_id)] = bytes(sha1)
-        if store is not None and dtype is not None:
+        if store is not None:  # a hit needs no LENGTH(): the entry knows its size
             key = keys[int(sd_id)] = CacheKey("sensor_data", int(sd_id), bytes(sha1), data_type)
-            values = np.empty(int(nbytes) // itemsize, dtype=dtype)
-            if store.read_into(key, values, expected_items=values.size) is not None:
-                got_cached[int(run)] = values
-    got: dict[int, np.ndarray | str] = dict(got_cached)
+            cached = store.read_array(key, dtype)
+            if cached is not None:
+                got[int(run)] = cached
     fetch = sorted(i for i, r in run_of.items() if r not in got)
+    lengths = (
+        {int(t[0]): t[2] for t in meta}
+        if store is None
+        else _blob_lengths(db, "sensor_data", "floats", fetch)
+    )
+    for sd_id in fetch:  # corrupt lengths refused before any blob is read
+        if int(lengths[sd_id]) % itemsize:
+            raise BlobDecodeError(
+                f"sensor_data {sd_id} (run {run_of[sd_id]}, sensor {sens.name!r}, {data_type}) "
+                f"holds {lengths[sd_id]} bytes, not a multiple of {itemsize}: corrupt blob"
+            )
     for chunk in _chunks(fetch):
         sql = (
             f"SELECT id, floats, floats_sha1 FROM sensor_data WHERE id IN {in_list(db, len(chunk))}"
@@ -614,6 +655,21 @@ def _complete_lengths(
     return [
         t if t[3] is None or t[4] is not None else (*t[:4], found[int(t[3])], t[5]) for t in out
     ]
+
+
+def _blob_lengths(db: Any, table: str, column: str, ids: list[int]) -> dict[int, int]:
+    """``LENGTH(column)`` in bytes of rows ``ids`` of ``table``; ValarError if one is gone."""
+    found: dict[int, int] = {}
+    for chunk in _chunks(sorted(ids)):
+        sql = f"SELECT id, LENGTH({column}) FROM {table} WHERE id IN {in_list(db, len(chunk))}"
+        found.update((int(i), int(n)) for i, n in query_all(db, sql, chunk))
+    gone = [i for i in ids if i not in found]
+    if gone:
+        raise ValarError(
+            f"{table} {gone[:10]} disappeared between two metadata queries (deleted "
+            "meanwhile?); nothing was read"
+        )
+    return found
 
 
 def _changed(what: str, nbytes: int) -> ValarError:

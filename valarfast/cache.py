@@ -344,14 +344,12 @@ class BlobCache:
     # ------------------------------------------------------------------ one entry
     def path_for(self, key: CacheKey) -> Path:
         """Where an entry lives (the hash is in the header, so a new version replaces the old)."""
-        row_id = int(key.row_id)
-        return (
-            self.directory
-            / self.namespace
-            / key.kind
-            / f"{row_id & 0xFF:02x}"
-            / f"{row_id}.{key.type_name}{_ENTRY_SUFFIX}"
-        )
+        return Path(self._entry_path(key.kind, int(key.row_id), key.type_name))
+
+    def _entry_path(self, kind: str, row_id: int, type_name: str) -> str:
+        # a string, not a Path: this runs once or twice per row of every warm fetch
+        root = os.path.join(self.directory, self.namespace)
+        return f"{root}/{kind}/{row_id & 0xFF:02x}/{row_id}.{type_name}{_ENTRY_SUFFIX}"
 
     def read_into(
         self,
@@ -393,7 +391,7 @@ class BlobCache:
         if not self.enabled:
             self.misses += 1
             return None
-        path = self.path_for(key)
+        path = self._entry_path(key.kind, int(key.row_id), key.type_name)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -452,24 +450,62 @@ class BlobCache:
         Lets a caller skip asking the server for a blob's length (MariaDB reads the whole blob
         to compute ``LENGTH()``). The payload is checked later, when the row is read.
         """
+        return self._known(
+            key.kind,
+            int(key.row_id),
+            bytes(key.digest),
+            _padded(key.type_name, 16),
+            _dtype_tag(dtype),
+        )
+
+    def _known(
+        self, kind: str, row_id: int, digest: bytes, type_tag: bytes, dtype_tag: bytes
+    ) -> int | None:
+        """:meth:`known_items` on raw fields: one open and one 128-byte read, no objects made."""
         if not self.enabled:
             return None
         try:
-            with open(self.path_for(key), "rb", buffering=0) as f:
-                head = bytearray(_HEADER_SIZE)
-                got = f.readinto(head) or 0
-            fields = self._unpack(head, got)
+            fd = os.open(
+                self._entry_path(kind, row_id, type_tag.rstrip(b"\0").decode()), os.O_RDONLY
+            )
+        except OSError:
+            return None  # missing (or unreadable: the read reports it)
+        try:
+            head = os.read(fd, _HEADER_SIZE)
+            fields = self._unpack(head, len(head))
         except (OSError, _Corrupt):
-            return None  # missing, or damaged: the read reports and removes it
-        _, _, _, row_id, n_items, _, type_name, dtype_str, digest_len, digest = fields
+            return None  # damaged: the read reports and removes it
+        finally:
+            os.close(fd)
+        _, _, _, got_id, n_items, _, type_name, dtype_str, digest_len, got_digest = fields
         if (
-            row_id != int(key.row_id)
-            or type_name.rstrip(b"\0").decode() != key.type_name
-            or dtype_str.rstrip(b"\0").decode() != np.dtype(dtype).str
-            or digest[:digest_len] != bytes(key.digest)
+            got_id != row_id
+            or type_name != type_tag
+            or dtype_str != dtype_tag
+            or digest_len != len(digest)
+            or got_digest[:digest_len] != digest
         ):
             return None
         return int(n_items)
+
+    def read_array(self, key: CacheKey, dtype: Any) -> np.ndarray | None:
+        """A new array of ``dtype`` holding the entry for ``key``, or None on a miss.
+
+        For rows read one by one whose length the caller does not know (no ``LENGTH()`` asked).
+
+        >>> import numpy as np, tempfile
+        >>> cache = BlobCache(tempfile.mkdtemp())
+        >>> key = CacheKey("sensor_data", 3, b"h", "short")
+        >>> _ = cache.write(key, np.arange(4, dtype=np.int16))
+        >>> cache.read_array(key, np.int16), cache.read_array(key, np.int32)
+        (array([0, 1, 2, 3], dtype=int16), None)
+        """
+        n_items = self.known_items(key, dtype)
+        if n_items is None:  # a damaged entry is reported and removed by a read into no room
+            self.read_into(key, np.empty(0, dtype=dtype))
+            return None
+        values = np.empty(n_items, dtype=dtype)
+        return values if self.read_into(key, values, expected_items=n_items) is not None else None
 
     def length_lookup(
         self, kind: str, type_name: str, dtype: Any
@@ -483,12 +519,14 @@ class BlobCache:
         >>> lookup(3, b"h"), lookup(3, b"other"), lookup(4, b"h")
         (20, None, None)
         """
+        CacheKey(kind, 0, b"", type_name)  # checks kind and type_name once
         itemsize = np.dtype(dtype).itemsize
+        type_tag, dtype_tag = _padded(type_name, 16), _dtype_tag(dtype)
 
         def lookup(row_id: int, digest: bytes | None) -> int | None:
-            if digest is None:
+            if digest is None or not 0 <= row_id < 2**63 or len(digest) > _MAX_DIGEST:
                 return None
-            n = self.known_items(CacheKey(kind, row_id, bytes(digest), type_name), dtype)
+            n = self._known(kind, int(row_id), bytes(digest), type_tag, dtype_tag)
             return None if n is None else n * itemsize
 
         return lookup
@@ -745,7 +783,7 @@ class BlobCache:
         return fields
 
     def _check_header(
-        self, head: bytearray, key: CacheKey, out_row: np.ndarray, got: int, path: Path
+        self, head: bytearray, key: CacheKey, out_row: np.ndarray, got: int, path: str | Path
     ) -> int:
         _, _, _, row_id, n_items, _, type_name, dtype, digest_len, digest = self._unpack(head, got)
         if row_id != int(key.row_id) or type_name.rstrip(b"\0").decode() != key.type_name:
@@ -765,7 +803,7 @@ class BlobCache:
         if written and fill is not None:
             out_row[:written] = fill
 
-    def _discard(self, path: Path, reason: str) -> None:
+    def _discard(self, path: str | Path, reason: str) -> None:
         warnings.warn(
             f"corrupt cache entry {path} ({reason}): removed, fetching it again",
             CacheCorruptionWarning,
@@ -889,6 +927,15 @@ class _RowWriter:
         self._thread.join()
         if self._error is not None and not cancel:
             raise self._error
+
+
+def _padded(text: str, size: int) -> bytes:
+    """A header text field as ``struct`` packs it (NUL-padded)."""
+    return text.encode().ljust(size, b"\0")
+
+
+def _dtype_tag(dtype: Any) -> bytes:
+    return _padded(np.dtype(dtype).str, 8)
 
 
 class _Stale(Exception):
