@@ -16,7 +16,12 @@ import pytest
 
 import valarfast
 from valarfast.connection import GlobalConnection, Valar, new_model, opened, valarpy_info
-from valarfast.errors import NotConnectedError, UnsupportedOperationError, WriteNotEnabledError
+from valarfast.errors import (
+    ConnectFailedError,
+    NotConnectedError,
+    UnsupportedOperationError,
+    WriteNotEnabledError,
+)
 
 
 @pytest.fixture()
@@ -114,8 +119,9 @@ def test_opened_closes_on_exception(valar_db: dict[str, Any]) -> None:
 
 def test_open_failure_is_clean(valar_db: dict[str, Any]) -> None:
     bad = dict(valar_db, database="vf_test_no_such_database")
-    with pytest.raises(peewee.OperationalError):
+    with pytest.raises(ConnectFailedError, match="vf_test_no_such_database") as info:
         Valar(bad).open()
+    assert isinstance(info.value.__cause__, peewee.OperationalError)  # the driver's error kept
     assert new_model().conn is None
 
 

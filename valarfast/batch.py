@@ -81,6 +81,8 @@ class WellFeaturePlan:
 
     Row ``i`` is well ``well_ids[i]``; ``ids[i]`` is its ``well_features.id`` (-1: no row),
     ``lengths[i]`` its number of frames, ``sha1s[i]`` the server's ``sha1`` column (None: no row).
+    ``sized=False`` (``plan_well_features(sized=False)``): lengths were not asked for (all 0);
+    such a plan has no ``shape`` and is read only by :func:`well_features` itself.
     """
 
     feature_id: int
@@ -91,6 +93,7 @@ class WellFeaturePlan:
     well_indices: np.ndarray  # int64
     lengths: np.ndarray  # int64, frames
     sha1s: tuple[bytes | None, ...]
+    sized: bool = True
 
     dtype = np.dtype(np.float32)
     type_name = FLOAT_TYPE
@@ -98,6 +101,8 @@ class WellFeaturePlan:
     @property
     def shape(self) -> tuple[int, int]:
         """(wells, frames of the longest row)."""
+        if not self.sized:
+            raise ValueError("this plan was made with sized=False: it has no lengths")
         width = int(self.lengths.max()) if len(self.lengths) else 0
         return (len(self.well_ids), width)
 
@@ -187,12 +192,14 @@ def plan_well_features(
     wells: Any = None,
     feature: Any = "MI",
     known_bytes: Callable[[int, bytes | None], int | None] | None = None,
+    sized: bool = True,
 ) -> WellFeaturePlan:
     """Resolve ``runs`` or ``wells`` and ``feature`` and run the metadata query; read no blob.
 
     Rows are ordered by the runs as given, then by well index (``wells=``: as given).
     ``known_bytes(row_id, sha1)``: a blob length a cache already knows for that version, or
     None; only the other rows get ``LENGTH()`` (MariaDB reads a whole blob to compute it).
+    ``sized=False``: no lengths at all (no blob is touched by the server; see the module doc).
     """
     from . import model
 
@@ -200,7 +207,7 @@ def plan_well_features(
         raise TypeError("give exactly one of runs= or wells=")
     feat = model.Features.fetch(_scalar(feature, "feature"))
     db = current_database()
-    length = "LENGTH(wf.floats)" if known_bytes is None else "NULL"
+    length = "LENGTH(wf.floats)" if known_bytes is None and sized else "NULL"
     cols = (
         f"SELECT w.id, w.run_id, w.well_index, wf.id, {length}, wf.sha1 "
         "FROM wells w LEFT JOIN well_features wf ON wf.well_id = w.id AND wf.type_id = "
@@ -223,10 +230,10 @@ def plan_well_features(
                 f"none of the {len(well_ids)} wells has well_features for feature {feat.name!r}"
             )
     _check_unique_rows(rows, feat.name)
-    if known_bytes is not None:
+    if known_bytes is not None and sized:
         rows = _complete_lengths(db, rows, known_bytes)
     for well, _, _, wf_id, nbytes, _ in rows:
-        if wf_id is not None and int(nbytes) % 4:
+        if wf_id is not None and sized and int(nbytes) % 4:
             raise BlobDecodeError(
                 f"well_features {wf_id} (well {well}, feature {feat.name!r}) holds {nbytes} "
                 "bytes, not a multiple of 4: corrupt blob; nothing was read"
@@ -240,6 +247,7 @@ def plan_well_features(
         well_indices=np.array([t[2] for t in rows], dtype=np.int64),
         lengths=np.array([0 if t[4] is None else int(t[4]) // 4 for t in rows], dtype=np.int64),
         sha1s=tuple(None if t[3] is None else bytes(t[5]) for t in rows),
+        sized=sized,
     )
 
 
@@ -266,9 +274,15 @@ def read_well_features(
     ``plan.shape[0]`` rows and at least ``plan.shape[1]`` columns; it is checked before anything
     is written. Rows are padded with ``fill`` after their length. ``on_row(i)`` is called
     once row ``i`` is decoded (the cache stores it while the rest streams).
+    A ``sized=False`` plan is read whole into a new matrix whose width is learnt while streaming
+    (no ``out``, ``rows`` or ``on_row``).
     """
     from . import blobs
 
+    if not plan.sized:
+        if out is not None or rows is not None or on_row is not None:
+            raise ValueError("a sized=False plan takes no out=, rows= or on_row=: plan it sized")
+        return _read_growing(plan, fill=fill, progress=progress)
     n, width = plan.shape
     matrix = _prepare_out(out, (n, width), plan.dtype)
     chosen = np.arange(n, dtype=np.int64) if rows is None else _check_rows(rows, n)
@@ -331,8 +345,8 @@ def well_features(
     from .cache import cache_for_database, make_keys
 
     store = cache_for_database(cache, current_database())
-    if store is None:
-        plan = plan_well_features(runs=runs, wells=wells, feature=feature)
+    if store is None:  # without out=, no LENGTH(): the width is learnt while streaming
+        plan = plan_well_features(runs=runs, wells=wells, feature=feature, sized=out is not None)
         return read_well_features(plan, out=out, fill=fill, progress=progress)
     lookup = store.length_lookup("well_features", FLOAT_TYPE, np.float32)
     plan = plan_well_features(runs=runs, wells=wells, feature=feature, known_bytes=lookup)
@@ -629,6 +643,60 @@ def _stream_into(
             f"{len(wanted) - seen} of {len(wanted)} rows disappeared between the metadata query "
             "and the blob query (deleted meanwhile?); nothing is returned"
         )
+
+
+def _read_growing(plan: WellFeaturePlan, *, fill: float, progress: bool) -> WellFeatureMatrix:
+    """Stream every row of an unsized plan into a :class:`~valarfast.growing.GrowingRows`.
+
+    Each blob is checked against the plan's hash (a row changed since the plan is an error) and
+    decoded on arrival; a corrupt one raises BlobDecodeError naming well and feature, and the
+    half-filled matrix is dropped.
+    """
+    from .growing import GrowingRows
+
+    wanted = plan.present.tolist()
+    rows = GrowingRows(len(plan.ids), plan.type_name)
+    db = current_database()
+    position = {int(plan.ids[i]): i for i in wanted}
+    digests = plan.sha1s
+    bar = _tqdm()(total=len(wanted), unit="row", desc="well features") if progress else None
+    sql = "SELECT id, floats, sha1 FROM well_features WHERE id IN "
+    seen = 0
+    try:
+        for chunk in _chunks(sorted(position)):
+            for row_id, blob, sha1 in stream_rows(db, sql + in_list(db, len(chunk)), chunk):
+                i = position[row_id]
+                if bytes(sha1) != digests[i]:
+                    raise _changed(f"row {row_id} (well {plan.well_ids[i]})", len(blob))
+                try:
+                    rows.write(i, blob)
+                except ValueError as e:
+                    what = f"row {row_id} (well {plan.well_ids[i]}, feature {plan.feature_name!r})"
+                    raise BlobDecodeError(f"{what}: {e}; nothing is returned") from e
+                seen += 1
+                if bar is not None:
+                    bar.update(1)
+        if seen != len(wanted):
+            raise ValarError(
+                f"{len(wanted) - seen} of {len(wanted)} rows disappeared between the metadata "
+                "query and the blob query (deleted meanwhile?); nothing is returned"
+            )
+        values, lengths = rows.finish(fill)
+    except BaseException:
+        rows.close()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return WellFeatureMatrix(
+        values=values,
+        well_ids=plan.well_ids,
+        lengths=lengths,
+        run_ids=plan.run_ids,
+        well_indices=plan.well_indices,
+        feature_id=plan.feature_id,
+        feature_name=plan.feature_name,
+    )
 
 
 def _complete_lengths(

@@ -27,7 +27,13 @@ import peewee
 from valarfast import guard
 from valarfast.config import Settings, find_extant_path, get_preferred_paths, load_settings
 from valarfast.engines import make_database
-from valarfast.errors import NotConnectedError, TunnelError, ValarError, is_connection_lost
+from valarfast.errors import (
+    ConnectFailedError,
+    NotConnectedError,
+    TunnelError,
+    ValarError,
+    is_connection_lost,
+)
 from valarfast.tunnel import Tunnel, make_tunnel
 
 logger = logging.getLogger("valarfast")
@@ -184,7 +190,8 @@ class Valar:
                     f"{ssh.remote_host}:{ssh.remote_port} (as seen from {ssh.host}) closed the "
                     "connection: is it running there? check remote_bind_host/remote_bind_port"
                 ) from e
-            raise
+            where, why = self._where(), _driver_message(e)
+            raise ConnectFailedError(f"cannot connect to {where}: {why}") from e
 
     def _bind(self, db: peewee.Database) -> None:
         from valarfast import metamodel
@@ -284,6 +291,14 @@ def _close_database(db: peewee.Database) -> None:
             force = getattr(conn, "_force_close", None)
             if force is not None:
                 force()
+
+
+def _driver_message(e: BaseException) -> str:
+    """``(1045, "Access denied ...")`` -> ``Access denied ... (error 1045)``; else the text."""
+    args = e.args[0].args if e.args and isinstance(e.args[0], BaseException) else e.args
+    if len(args) == 2 and isinstance(args[0], int):
+        return f"{args[1]} (error {args[0]})"
+    return str(e) or type(e).__name__
 
 
 @contextmanager

@@ -49,6 +49,10 @@ class WriteMayHaveBeenAppliedError(ConnectionLostError):
     """
 
 
+class ConnectFailedError(ValarError, ConnectionError):
+    """The server could not be reached or refused the login (the driver's error is the cause)."""
+
+
 class TunnelError(ValarError, ConnectionError):
     """The SSH tunnel could not be started, authenticated or kept alive."""
 
