@@ -9,15 +9,18 @@ build:  ## editable install, compiles valarfast._kernels (needs setuptools, whee
 build-isolated:  ## the way a fresh machine builds: pip fetches setuptools + Cython itself
 	$(PYTHON) -m pip install -e .
 
-test:  ## the whole suite, refusing a missing or stale compiled module
-	VALARFAST_REQUIRE_COMPILED=1 $(PYTHON) -m pytest
+test:  ## the whole suite (installs/starts what it needs), refusing a stale compiled module
+	bash scripts/test.sh
 
 lint:
 	$(PYTHON) -m ruff check valarfast tests scripts benchmarks
 	$(PYTHON) -m mypy
 
-bench:  ## one-run comparisons (medians, throughput, ratios)
+bench:  ## one-run comparisons (medians, throughput, ratios), each against its baselines
 	VALARFAST_REQUIRE_COMPILED=1 $(PYTHON) benchmarks/compare_blobs.py
+	VALARFAST_REQUIRE_COMPILED=1 $(PYTHON) benchmarks/compare_batch.py
+	VALARFAST_REQUIRE_COMPILED=1 $(PYTHON) benchmarks/compare_cache.py
+	VALARFAST_REQUIRE_COMPILED=1 $(PYTHON) benchmarks/compare_tunnels.py
 
 bench-asv:  ## asv suites against the installed valarfast
 	$(PYTHON) -m asv run --python=same --config benchmarks/asv.conf.json

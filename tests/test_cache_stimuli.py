@@ -218,7 +218,5 @@ def test_stimulus_frames_and_sensor_data_on_sqlite(tmp_path: Path) -> None:
             for a, b in zip(got.values, sensor_plain.values, strict=True):
                 assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
                 assert a.tobytes() == b.tobytes()
-    assert len(_entries(cache_dir, "stimulus_frames")) == len(box.assay_ids) * len(
-        box.stimulus_ids
-    )
+    assert len(_entries(cache_dir, "stimulus_frames")) == len(box.assay_ids) * len(box.stimulus_ids)
     assert len(_entries(cache_dir, "sensor_data")) == 2
