@@ -6,6 +6,8 @@ server: 2 runs x 96 wells x 150,000 frames of MI (~115 MB of blobs), plus 2 more
 
 - ``valarfast``      : batch.well_features(runs, "MI")
 - ``valarfast+frame``: the same plus .to_frame()
+- ``valarfast out=`` : the same into a caller's matrix (the path that asks the server for
+                       ``LENGTH()`` first, so that a corrupt blob never touches ``out``)
 - ``valarpy-way``    : what valarpy + sauronlab did (written here, valarpy is not imported):
                        select WellFeatures rows, ``f.well`` per row (one query each), a decoded
                        copy per row, pad and stack
@@ -55,6 +57,13 @@ def m_valarfast(runs: list[int], width: int) -> Any:
     from valarfast import batch
 
     return batch.well_features(runs=runs, feature=FEATURE).values
+
+
+def m_valarfast_out(runs: list[int], width: int) -> Any:
+    from valarfast import batch
+
+    out = np.empty((96 * len(runs), width), np.float32)
+    return batch.well_features(runs=runs, feature=FEATURE, out=out).values
 
 
 def m_valarfast_frame(runs: list[int], width: int) -> Any:
@@ -142,6 +151,7 @@ def m_pymysql_naive(runs: list[int], width: int, conn: Any = None) -> Any:
 METHODS: dict[str, Callable[..., Any]] = {
     "valarfast": m_valarfast,
     "valarfast+frame": m_valarfast_frame,
+    "valarfast out=": m_valarfast_out,
     "valarpy-way": m_valarpy_way,
     "sauronlab-frame": m_sauronlab_frame,
     "pymysql-floor": m_pymysql_floor,
@@ -252,7 +262,7 @@ def blob_bytes(db: str, runs: list[int]) -> tuple[int, int]:
 def check_same(db: str, runs: list[int], width: int, conn: Any) -> None:
     """Every method returns the same numbers (bit for bit) before anything is timed."""
     ref = m_valarfast(runs, width)
-    for method in ("valarpy-way", "pymysql-floor", "pymysql-naive"):
+    for method in ("valarfast out=", "valarpy-way", "pymysql-floor", "pymysql-naive"):
         got = call(method, db, runs, width, conn)
         if not np.array_equal(ref.view(np.uint32), np.asarray(got, np.float32).view(np.uint32)):
             raise SystemExit(f"{method} disagrees with valarfast")
@@ -328,6 +338,7 @@ def ratios(med: dict[str, float]) -> None:
     lines = [
         ("valarpy-way / valarfast", med.get("valarpy-way", 0) / vf, ">= 2.5"),
         ("valarfast / pymysql-floor", vf / med["pymysql-floor"], "<= 1.1"),
+        ("valarfast out= / pymysql-floor", med["valarfast out="] / med["pymysql-floor"], "(info)"),
         ("valarfast / pymysql-naive", vf / med["pymysql-naive"], "(info)"),
     ]
     if "sauronlab-frame" in med:
@@ -377,8 +388,8 @@ def main() -> None:
             med2 = report("2 runs", db, two, width, conn, list(METHODS), args.reps)
             ratios(med2)
             width_options(two, args.reps)
-            scale = ["valarfast", "valarfast+frame", "valarpy-way", "pymysql-floor",
-                     "pymysql-naive"]  # fmt: skip
+            scale = ["valarfast", "valarfast+frame", "valarfast out=", "valarpy-way",
+                     "pymysql-floor", "pymysql-naive"]  # fmt: skip
             med4 = report("4 runs (scale)", db, four, width, conn, scale, max(3, args.reps // 2))
             ratios(med4)
             conn.close()

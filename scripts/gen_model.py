@@ -382,7 +382,8 @@ def render(tables: list[Table]) -> str:
         body.append("")
         body.append(f"class {cname}(BaseModel):")
         field_names: dict[str, str] = {}
-        for col in t.columns:
+        # valarpy's field order (its model came from pwiz): the primary key, then by column name
+        for col in sorted(t.columns, key=lambda c: (c.name not in t.primary_key, c.name)):
             is_fk = col.name in t.foreign_keys
             fname = field_name(col.name, is_fk)
             if fname in field_names.values() or fname in RESERVED or keyword.iskeyword(fname):

@@ -483,3 +483,158 @@ def test_same_results_on_sqlite(tmp_path: Any) -> None:
     ]
     assert_bitwise(m, refs, math.nan)
     assert all(isinstance(v, np.ndarray) and v.dtype == np.uint32 for v in sd.values)
+
+
+# ------------------------------------------- the width learnt while streaming (out=None, no cache)
+
+
+def test_growing_rows_bit_exact_for_every_length_pattern() -> None:
+    """GrowingRows (no database): any order of lengths gives the plain numpy result."""
+    from valarfast.growing import GrowingRows
+
+    rng = np.random.default_rng(3)
+    patterns = {
+        "uniform": [300] * 8,
+        "first shorter": [5, 300, 299, 300, 1, 300, 300, 298],
+        "increasing": list(range(1, 60)),
+        "decreasing": list(range(60, 0, -1)),
+        "past the reserve late": [10] * 20 + [900],
+        "empty rows": [0, 0, 7, 0, 3],
+        "all empty": [0, 0, 0],
+    }
+    for name, lengths in patterns.items():
+        arrays = [rng.standard_normal(n).astype(np.float32) for n in lengths]
+        arrays[0][:1] = np.nan
+        order = rng.permutation(len(lengths)).tolist() if name == "first shorter" else None
+        g = GrowingRows(len(lengths) + 1, "float")  # one row never written
+        for i in order or range(len(lengths)):
+            assert g.write(i, arrays[i].astype(">f4").tobytes()) == lengths[i]
+        m, got = g.finish(fill=-2.0)
+        width = max(lengths)
+        assert m.shape == (len(lengths) + 1, width) and m.flags.c_contiguous, name
+        assert m.flags.owndata and m.dtype == np.float32, name
+        assert got.tolist() == [*lengths, 0], name
+        expected = np.full((len(lengths) + 1, width), -2.0, np.float32)
+        for i, a in enumerate(arrays):
+            expected[i, : len(a)] = a
+        np.testing.assert_array_equal(m.view(np.uint32), expected.view(np.uint32), err_msg=name)
+
+
+def test_growing_rows_bounds_the_copying_and_keeps_hints_honest() -> None:
+    from valarfast.growing import GrowingRows
+
+    n = 200
+    g = GrowingRows(n, "float")
+    for i in range(n):  # the worst order: every row longer than all before
+        g.write(i, np.arange(i + 1, dtype=">f4").tobytes())
+    m, _ = g.finish(fill=0.0)
+    assert g.moved <= 3 * m.nbytes  # not quadratic
+    assert g.widenings <= 16 + 12  # exact ones, then by half at least
+    np.testing.assert_array_equal(m[-1], np.arange(n, dtype=np.float32))
+    np.testing.assert_array_equal(m[10], np.r_[np.arange(11), np.zeros(n - 11)].astype(np.float32))
+    h = GrowingRows(2, "float", width_hint=50)  # a hint wider than the data: still exact
+    h.write(1, b"\x3f\x80\x00\x00")
+    m, lengths = h.finish()
+    assert m.shape == (2, 1) and lengths.tolist() == [0, 1] and np.isnan(m[0, 0])
+
+
+def test_growing_rows_corrupt_blob_raises_and_close_drops() -> None:
+    from valarfast.growing import GrowingRows
+
+    g = GrowingRows(2, "float")
+    g.write(0, b"\x00" * 8)
+    with pytest.raises(BlobDecodeError, match=r"multiple of 4|not a multiple"):
+        g.write(1, b"\x00" * 10)
+    g.close()
+    with pytest.raises(ValueError, match=">= 0"):
+        GrowingRows(-1, "float")
+
+
+def _edit_blobs(name: str, sql: str, params: tuple[Any, ...]) -> None:
+    conn = dbtools.admin_connection(name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+    finally:
+        conn.close()
+
+
+def _same_both_ways(runs: list[int], name: str, feature_id: int) -> batch.WellFeatureMatrix:
+    """The learnt-width read, the sized read into out=, and numpy agree bit for bit."""
+    grown = batch.well_features(runs=runs, feature="MI")
+    shape = batch.well_features_shape(runs=runs, feature="MI")
+    assert grown.values.shape == shape and grown.values.flags.c_contiguous
+    out = np.empty(shape, np.float32)
+    sized = batch.well_features(runs=runs, feature="MI", out=out)
+    np.testing.assert_array_equal(grown.values.view(np.uint32), out.view(np.uint32))
+    assert grown.lengths.tolist() == sized.lengths.tolist()
+    assert_bitwise(grown, reference(name, grown.well_ids.tolist(), feature_id), math.nan)
+    return grown
+
+
+def test_first_row_shorter_and_a_row_past_the_reserve(fresh: Any) -> None:
+    _, name = fresh
+    summary = sandbox.fill(runs=2, wells_per_run=5, frames=60, seed=9, ragged=0, features=("MI",))
+    fid = summary.feature_ids["MI"]
+    wells = [w for r in summary.run_ids for w in summary.well_ids[r]]
+    _edit_blobs(
+        name,
+        "UPDATE well_features SET floats = SUBSTRING(floats, 1, 12) WHERE well_id = %s",
+        (wells[0],),
+    )
+    _edit_blobs(  # three times as long: past the 25 % address-space reserve
+        name,
+        "UPDATE well_features SET floats = CONCAT(floats, floats, floats) WHERE well_id = %s",
+        (wells[7],),
+    )
+    m = _same_both_ways(list(summary.run_ids), name, fid)
+    assert m.lengths[0] == 3 and m.lengths[7] == 180 and m.values.shape == (10, 180)
+
+
+def test_lengths_increasing_row_after_row(fresh: Any) -> None:
+    _, name = fresh
+    summary = sandbox.fill(runs=2, wells_per_run=8, frames=80, seed=10, ragged=0, features=("MI",))
+    _edit_blobs(
+        name,
+        "UPDATE well_features wf JOIN (SELECT MIN(id) AS low FROM well_features) f "
+        "SET wf.floats = SUBSTRING(wf.floats, 1, 4 * 5 * (wf.id - f.low + 1))",
+        (),
+    )
+    m = _same_both_ways(list(summary.run_ids), name, summary.feature_ids["MI"])
+    assert sorted(m.lengths.tolist()) == [5 * k for k in range(1, 17)]
+
+
+def test_corrupt_blob_mid_stream_without_out_returns_nothing(fresh: Any) -> None:
+    _, name = fresh
+    summary = sandbox.fill(runs=1, wells_per_run=6, frames=40, seed=12, ragged=3)
+    (run,) = summary.run_ids
+    bad_well = summary.well_ids[run][4]  # rows before it are decoded already
+    _edit_blobs(
+        name,
+        "UPDATE well_features SET floats = CONCAT(floats, X'01') "
+        "WHERE well_id = %s AND type_id = %s",
+        (bad_well, summary.feature_ids["MI"]),
+    )
+    result = None
+    with pytest.raises(
+        BlobDecodeError, match=rf"well {bad_well}, feature 'MI'.*nothing is returned"
+    ):
+        result = batch.well_features(runs=[run], feature="MI")
+    assert result is None
+    ok = batch.well_features(runs=[run], feature="cd(10)")  # the connection is still usable
+    assert ok.values.shape[0] == 6
+
+
+def test_unsized_plan_is_read_whole_only(filled: Any) -> None:
+    _, summary, _ = filled
+    runs = data_runs(summary)
+    plan = batch.plan_well_features(runs=runs, feature="MI", sized=False)
+    assert not plan.sized and (plan.lengths == 0).all()
+    with pytest.raises(ValueError, match="sized=False"):
+        _ = plan.shape
+    with pytest.raises(ValueError, match="sized=False plan takes no out="):
+        batch.read_well_features(plan, out=np.zeros((24, FRAMES), np.float32))
+    whole = batch.read_well_features(plan)
+    sized = batch.read_well_features(batch.plan_well_features(runs=runs, feature="MI"))
+    np.testing.assert_array_equal(whole.values.view(np.uint32), sized.values.view(np.uint32))
+    assert whole.lengths.tolist() == sized.lengths.tolist()

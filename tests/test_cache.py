@@ -38,7 +38,7 @@ def _ragged(n: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     lengths[0] = width
     bits = rng.integers(0, 2**32, (n, width), dtype=np.uint64).astype(np.uint32)
     m = bits.view(np.float32).copy()
-    m[0, :4] = [-0.0, np.inf, np.float32(1e-45), np.nan]
+    m[0, :4] = np.array([-0.0, np.inf, 1e-45, np.nan], dtype=np.float32)
     for i, k in enumerate(lengths):
         m[i, k:] = np.nan
     return m, lengths
@@ -104,6 +104,55 @@ def test_changed_hash_is_a_miss_then_replaced(tmp_path: Path) -> None:
     assert cache.read_into(old, row, expected_items=8) is None
     assert cache.read_into(new, row, expected_items=8) == 8 and (row == 2.0).all()
     assert len(list(tmp_path.rglob("*.vfc"))) == 1  # the new version replaced the old
+
+
+def test_lengths_from_headers_only_for_the_same_version(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    key = CacheKey("sensor_data", 21, b"v" * 20, "short")
+    cache.write(key, np.arange(6, dtype=np.int16))
+    lookup = cache.length_lookup("sensor_data", "short", np.int16)
+    assert cache.known_items(key, np.int16) == 6 and lookup(21, b"v" * 20) == 12
+    others = [
+        lookup(21, b"v" * 19),  # a prefix of the hash is another version
+        lookup(21, b"v" * 21),
+        lookup(21, None),
+        lookup(22, b"v" * 20),
+        lookup(-1, b"v" * 20),
+        cache.length_lookup("sensor_data", "short", np.uint16)(21, b"v" * 20),  # other dtype
+        cache.length_lookup("sensor_data", "shorts", np.int16)(21, b"v" * 20),
+        cache.length_lookup("sensor_datum", "short", np.int16)(21, b"v" * 20),
+    ]
+    assert others == [None] * len(others)
+    with pytest.raises(ValueError, match="type_name"):
+        cache.length_lookup("sensor_data", "no such/type", np.int16)
+
+
+def test_read_array_allocates_from_the_header(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    key = CacheKey("sensor_data", 4, b"h" * 20, "double")
+    values = np.array([1.5, -0.0, np.inf, np.nan, 5e-324])
+    cache.write(key, values)
+    got = cache.read_array(key, np.float64)
+    assert got is not None and got.tobytes() == values.tobytes()
+    assert cache.read_array(CacheKey("sensor_data", 4, b"g" * 20, "double"), np.float64) is None
+    assert cache.read_array(CacheKey("sensor_data", 5, b"h" * 20, "double"), np.float64) is None
+    path = cache.path_for(key)
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0x01  # the header: its length cannot be trusted, the entry is reported
+    path.write_bytes(bytes(data))
+    with pytest.warns(CacheCorruptionWarning, match="header checksum"):
+        assert cache.read_array(key, np.float64) is None
+    assert not path.exists()
+    cache.write(key, values)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # the payload
+    path.write_bytes(bytes(data))
+    with pytest.warns(CacheCorruptionWarning, match="payload checksum"):
+        assert cache.read_array(key, np.float64) is None
+    assert not path.exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert BlobCache(tmp_path, enabled=False).read_array(key, np.float64) is None
 
 
 def _one_entry(tmp_path: Path, n: int = 64) -> tuple[BlobCache, CacheKey, Path]:

@@ -358,19 +358,29 @@ def test_sstring_and_data() -> None:
     assert model.Runs(id=2).sstring == "r2"
     w = model.Wells(id=5, run=3, well_index=1)
     assert w.get_data()["run"] == 3 and w._data == w.get_data()
-    assert set(w.get_data()) == {f.name for f in model.Wells._meta.sorted_fields}
+    # valarpy semantics: only the values the row holds (n has a default), not None for the rest
+    assert set(w.get_data()) == {"id", "run", "well_index", "n"}
 
 
 def test_descriptions() -> None:
     desc = {d["name"]: d for d in model.Sensors.get_desc_list()}
-    assert desc["id"]["primary"] and desc["id"]["type"] == "TINYINT UNSIGNED AUTO_INCREMENT"
-    assert desc["name"]["unique"] and desc["name"]["type"] == "VARCHAR(50)"
+    assert desc["id"]["primary"] and desc["id"]["type"] == "AUTO"  # valarpy's (peewee's) names
+    assert desc["name"]["unique"] and desc["name"]["type"] == "VARCHAR"
     assert desc["data_type"]["choices"][-1] == "other" and not desc["data_type"]["nullable"]
     assert desc["blob_type"]["nullable"]
     wf = {d["name"]: d for d in model.WellFeatures.get_desc_list()}
-    assert wf["floats"]["type"] == "LONGBLOB" and wf["sha1"]["type"] == "BINARY(40)"
-    assert wf["well"]["type"] == "MEDIUMINT UNSIGNED"
-    assert any("REFERENCES wells (id) ON DELETE CASCADE" in c for c in wf["well"]["constraints"])
+    assert wf["floats"]["type"] == "BLOB" and wf["sha1"]["type"] == "BINARY"
+    assert wf["well"]["type"] == "INT" and wf["well"]["constraints"] == 0
+    # the exact MySQL types and constraint text are in get_schema
+    wf_schema = model.WellFeatures.get_schema().splitlines()
+    assert "floats LONGBLOB NOT NULL" in wf_schema and "sha1 BINARY(40) NOT NULL" in wf_schema
+    assert any(
+        line.startswith("well_id MEDIUMINT UNSIGNED")
+        and "REFERENCES wells (id) ON DELETE CASCADE" in line
+        for line in wf_schema
+    )
+    sensors_id = model.Sensors.get_schema().splitlines()[0]
+    assert sensors_id.startswith("id TINYINT UNSIGNED AUTO_INCREMENT")
     schema = model.Runs.get_schema().splitlines()
     assert len(schema) == len(model.Runs._meta.sorted_fields)
     assert "tag VARCHAR(100) NOT NULL UNIQUE DEFAULT ''" in schema

@@ -4,12 +4,12 @@ Every function here works in two steps, so that nothing is read twice and a cach
 between:
 
 1. a **plan**: one cheap metadata query returning, in the final row order, the row ids, well ids,
-   blob lengths (``LENGTH()``, computed by the server) and the server's hashes. Unknown runs,
-   wells or features, corrupt lengths and runs without data are reported here, before any blob
-   is read and before the caller's ``out=`` is touched;
+   (when needed, see below) blob lengths and the server's hashes. Runs given by id and a feature
+   given by id or name are resolved in that same query. Unknown runs, wells or features and runs
+   without data are reported here, before any blob is read and before ``out=`` is touched;
 2. a **read**: one streamed query for the blobs of a set of row ids (unbuffered cursor), each
-   row decoded on arrival by the compiled kernel straight into its row of the preallocated
-   matrix. No model objects, no per-row arrays, no extra query per row.
+   row decoded on arrival by the compiled kernel straight into its row of the matrix. No model
+   objects, no per-row arrays, no extra query per row.
 
 >>> m = well_features(runs=[101, "2021-tag"], feature="MI")  # doctest: +SKIP
 >>> m.values.shape, m.values.dtype  # doctest: +SKIP
@@ -22,13 +22,17 @@ a run (runs=) or a request (wells=) with no row at all for the feature raises
 The matrix width is the longest row; shorter rows are padded with ``fill`` (NaN by default).
 Several rows for one well and feature (the schema allows it) raise ValarError: none is picked.
 
-Why ``LENGTH(floats)`` in the metadata query: it makes the server read the blob pages once more
-(about 13 ms for 115 MB on a warm buffer pool, measured by ``benchmarks/compare_batch.py``,
-against 2 ms without it), but it gives the exact shape before any blob crosses the wire, so
-``out=`` can be checked and allocated once, corrupt lengths are refused before anything is
-written, and ``well_features_shape`` is cheap. The alternatives (buffer every blob to learn the
-width, or grow the matrix while streaming) hold the data twice or copy it, and can only find a
-corrupt blob after writing into ``out``.
+The matrix width, two ways (``benchmarks/compare_batch.py`` measures both):
+
+- ``out=None`` (and no cache): the plan asks for no length, because ``LENGTH(floats)`` makes
+  MariaDB read every blob one more time (about 15 ms for 115 MB against 3 ms without it). The
+  width is learnt while streaming (:class:`~valarfast.growing.GrowingRows`): the first row sets
+  it, a longer row widens the matrix in place (cheap: rows of a run have nearly equal lengths).
+  A corrupt blob (not a multiple of 4 bytes) is found when it arrives: BlobDecodeError naming
+  well and feature, and the half-filled matrix is dropped (nothing partial is returned);
+- ``out=`` given, or a cache in use: the plan has ``LENGTH()`` (a cache asks it only for rows it
+  does not hold), so ``out=`` is checked before anything is written, a corrupt length is refused
+  before any blob is read and ``out=`` stays untouched, and ``well_features_shape`` is exact.
 
 If rows change between the two queries (a concurrent writer), the read raises ValarError and
 returns nothing; ``out=`` may then hold some decoded rows.
@@ -44,7 +48,8 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from numbers import Integral
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -205,17 +210,24 @@ def plan_well_features(
 
     if (runs is None) == (wells is None):
         raise TypeError("give exactly one of runs= or wells=")
-    feat = model.Features.fetch(_scalar(feature, "feature"))
     db = current_database()
     length = "LENGTH(wf.floats)" if known_bytes is None and sized else "NULL"
+    # run ids and a feature id or name: resolved in the metadata query itself
+    at_once = None if runs is None else _plan_rows_at_once(db, runs, feature, length)
+    feat: Any
+    if at_once is not None:
+        rows, run_ids, feat = at_once
+    else:
+        feat = model.Features.fetch(_scalar(feature, "feature"))
     cols = (
         f"SELECT w.id, w.run_id, w.well_index, wf.id, {length}, wf.sha1 "
         "FROM wells w LEFT JOIN well_features wf ON wf.well_id = w.id AND wf.type_id = "
     )
     if runs is not None:
-        run_ids = _resolve_ids(model.Runs, runs, "run")
-        sql = cols + f"{db.param} WHERE w.run_id IN {in_list(db, len(run_ids))}"
-        rows = query_all(db, sql, [feat.id, *run_ids])
+        if at_once is None:
+            run_ids = _resolve_ids(model.Runs, runs, "run")
+            sql = cols + f"{db.param} WHERE w.run_id IN {in_list(db, len(run_ids))}"
+            rows = query_all(db, sql, [feat.id, *run_ids])
         rank = {r: k for k, r in enumerate(run_ids)}
         rows.sort(key=lambda t: (rank[t[1]], t[2], _none_last(t[3])))
         _check_runs_have_data(rows, run_ids, feat.name)
@@ -643,6 +655,50 @@ def _stream_into(
             f"{len(wanted) - seen} of {len(wanted)} rows disappeared between the metadata query "
             "and the blob query (deleted meanwhile?); nothing is returned"
         )
+
+
+class _Feature(NamedTuple):
+    id: int
+    name: str
+
+
+def _plan_rows_at_once(
+    db: Any, runs: Any, feature: Any, length: str
+) -> tuple[list[tuple[Any, ...]], list[int], _Feature] | None:
+    """The metadata rows of runs given by id (or instance) and a feature given by id or name
+    (or instance), resolved in the same query; None when the general path must run instead
+    (other kinds of references, duplicates, or anything not found: it names what is missing).
+    """
+    from . import model
+
+    things = _as_list(runs)
+    run_ids = [
+        int(t.id) if isinstance(t, model.Runs) else int(t)
+        for t in things
+        if isinstance(t, (model.Runs, Integral)) and not isinstance(t, bool)
+    ]
+    if len(run_ids) != len(things) or len(set(run_ids)) != len(run_ids):
+        return None
+    if isinstance(feature, model.Features):
+        feature = feature.id
+    key: int | str
+    if isinstance(feature, Integral) and not isinstance(feature, bool):
+        column, key = "f.id", int(feature)
+    elif isinstance(feature, str):
+        column, key = "f.name", feature
+    else:
+        return None
+    sql = (
+        f"SELECT w.id, w.run_id, w.well_index, wf.id, {length}, wf.sha1, f.id, f.name "
+        "FROM features f CROSS JOIN wells w LEFT JOIN well_features wf "
+        f"ON wf.well_id = w.id AND wf.type_id = f.id WHERE {column} = {db.param} "
+        f"AND w.run_id IN {in_list(db, len(run_ids))}"
+    )
+    found = query_all(db, sql, [key, *run_ids])
+    if not found or {t[1] for t in found} != set(run_ids):
+        return None
+    feat = _Feature(int(found[0][6]), str(found[0][7]))
+    return [t[:6] for t in found], run_ids, feat
 
 
 def _read_growing(plan: WellFeaturePlan, *, fill: float, progress: bool) -> WellFeatureMatrix:

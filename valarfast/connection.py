@@ -111,6 +111,15 @@ class Valar:
         self._db: peewee.Database | None = None
         self._tunnel: Tunnel | None = None
 
+    @classmethod
+    def singleton(cls, config: Any = None) -> Valar:
+        """valarpy 3's alternative constructor: the same as ``Valar(config)`` (not opened).
+
+        >>> Valar.singleton({"database": "valar"}).is_open
+        False
+        """
+        return cls(config)
+
     # --- valarpy's path helpers ----------------------------------------------------------------
 
     @classmethod

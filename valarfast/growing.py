@@ -2,13 +2,15 @@
 
 :class:`GrowingRows` decodes blobs into the rows of one C-contiguous matrix without knowing the
 longest row in advance (so the server is not asked for ``LENGTH()``, which makes it read every
-blob an extra time). The width starts at the first row's length (or a hint). A longer row widens
-the matrix in place: the buffer is enlarged with ``realloc`` (the kernel remaps the pages: no copy,
-no second matrix in memory) and the rows already written are moved to the new row stride, last
-first. Rows of a run have (nearly) the same length, so that happens a few times, early, on a few
-rows. Should widening get expensive (rows growing late or steadily), the stride grows by half at
-least and the rows are packed to the exact width once, at the end; the copying is then bounded by
-about three matrices in total, still in one buffer.
+blob an extra time). The width starts at the first row's length (or a hint). The buffer reserves
+a quarter more address space than that (untouched pages cost no memory), so a longer row widens
+the matrix in place: the rows already written move to the new row stride, last first. Past the
+reserve the buffer is enlarged with ``realloc`` (the kernel remaps the pages: no copy, no second
+matrix in memory, but the new pages may fault in 4 KiB at a time: slower). Rows of a run have
+(nearly) the same length, so widening happens a few times, early, on a few rows. Should widening
+get expensive (rows growing late or steadily), the stride grows by half at least and the rows are
+packed to the exact width once, at the end; the copying is then bounded by about three matrices
+in total, still in one buffer.
 
 >>> g = GrowingRows(2, "float")
 >>> g.write(0, b"\\x3f\\x80\\x00\\x00")
@@ -32,8 +34,12 @@ __all__ = ["GrowingRows"]
 
 #: widening exactly is allowed while the bytes moved so far stay below this share of the matrix
 EXACT_MOVE_SHARE = 1.0
+#: ... and for this many widenings at most (each one moves the rows written so far)
+EXACT_WIDENINGS = 16
 #: otherwise the stride grows by at least this factor (and rows are packed once at the end)
 GROWTH_FACTOR = 1.5
+#: address space reserved beyond the first stride, as a share of it (never touched unless used)
+RESERVE_SHARE = 0.25
 
 
 class GrowingRows:
@@ -85,7 +91,7 @@ class GrowingRows:
         elif self.stride != width:  # widened by more than needed: pack the rows, first first
             self._move_rows(self.stride, width, reverse=False)
         buf, self._buf = self._buf, None
-        buf.resize((self.nrows, width), refcheck=False)  # realloc: shrinks in place
+        buf.resize((self.nrows, width), refcheck=False)  # realloc: shrinks in place (the reserve)
         if width:
             blobs.pad_rows(buf, self.lengths, self.type_name, fill)
         return buf, self.lengths
@@ -101,19 +107,24 @@ class GrowingRows:
         self._release()
         if self._buf is None:
             stride = max(items, self._hint)
-            self._buf = np.empty(self.nrows * stride, dtype=self.dtype)
+            reserve = stride + int(stride * RESERVE_SHARE) + 16
+            self._buf = np.empty(self.nrows * reserve, dtype=self.dtype)
         else:
             written = int(self.lengths.sum()) * self.itemsize
-            matrix = self.nrows * items * self.itemsize
-            exact = self.moved + written <= EXACT_MOVE_SHARE * matrix
+            exact = (
+                self.widenings < EXACT_WIDENINGS
+                and self.moved + written <= EXACT_MOVE_SHARE * self.nrows * items * self.itemsize
+            )
             stride = items if exact else max(items, int(self.stride * GROWTH_FACTOR))
-            self._buf.resize(self.nrows * stride, refcheck=False)  # realloc: remaps, no copy
+            if self.nrows * stride > self._buf.size:  # past the reserve: realloc remaps
+                self._buf.resize(self.nrows * stride, refcheck=False)
             self._move_rows(self.stride, stride, reverse=True)
             self.moved += written
             self.widenings += 1
         self.stride = stride
         self._room = stride * self.itemsize
-        self._writer = blobs.RowWriter(self._buf.reshape(self.nrows, stride), self.type_name)
+        rows = self._buf[: self.nrows * stride].reshape(self.nrows, stride)
+        self._writer = blobs.RowWriter(rows, self.type_name)
 
     def _move_rows(self, old: int, new: int, *, reverse: bool) -> None:
         """Move each written row from stride ``old`` to ``new`` (last row first when widening)."""

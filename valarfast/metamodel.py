@@ -368,6 +368,8 @@ def __getattr__(name: str) -> Any:
 M = TypeVar("M", bound="BaseModel")
 
 _STRING_FIELDS = (peewee.CharField, peewee.FixedCharField, EnumField)
+# valarpy's own field classes and the type names its get_desc_list gave them
+_VALARPY_FIELD_TYPES: dict[type, str] = {EnumField: "ENUM", BinaryField: "BINARY"}
 
 
 class _class_only:  # a descriptor used like @classmethod
@@ -686,8 +688,17 @@ class BaseModel(peewee.Model):
     # --- values and descriptions -----------------------------------------------------------------
 
     def get_data(self) -> dict[str, Any]:
-        """The field values as a dict (foreign keys as ids; no extra query)."""
-        return {f.name: self.__data__.get(f.name) for f in self._meta.sorted_fields}
+        """The values this row holds, as a new dict (foreign keys as ids; no extra query).
+
+        As in valarpy, a field never set (nor defaulted) is left out rather than given as None;
+        a row read from the database holds every selected column.
+
+        >>> from valarfast.model import Refs
+        >>> Refs(id=1, name="hi").get_data()
+        {'id': 1, 'name': 'hi'}
+        """
+        data = self.__data__
+        return {f.name: data[f.name] for f in self._meta.sorted_fields if f.name in data}
 
     @property
     def _data(self) -> dict[str, Any]:
@@ -716,30 +727,55 @@ class BaseModel(peewee.Model):
         return f"{base}({', '.join(map(str, modifiers))})"
 
     @classmethod
+    def _generic_type(cls, field: peewee.Field) -> str:
+        """peewee's own name of a column's type, as valarpy reported it (``AUTO``, ``VARCHAR``)."""
+        if isinstance(field, peewee.ForeignKeyField):
+            rel = field.rel_field
+            if isinstance(rel, peewee.AutoField):
+                return "BIGINT" if isinstance(rel, peewee.BigAutoField) else "INT"
+            return cls._generic_type(rel)
+        for klass in type(field).__mro__:
+            if klass in _VALARPY_FIELD_TYPES:
+                return _VALARPY_FIELD_TYPES[klass]
+            name = getattr(klass, "field_type", None) if klass.__module__ == "peewee" else None
+            if isinstance(name, str) and name:
+                return name
+        return str(field.field_type)
+
+    @classmethod
+    def _constraint_texts(cls, field: peewee.Field) -> list[str]:
+        """The column's constraints as SQL text (DEFAULT ..., REFERENCES ...)."""
+        texts = [str(getattr(c, "sql", c)) for c in (field.constraints or [])]
+        if isinstance(field, peewee.ForeignKeyField):
+            ref = f"REFERENCES {field.rel_model._meta.table_name} ({field.rel_field.column_name})"
+            if field.on_delete:
+                ref += f" ON DELETE {field.on_delete}"
+            texts.append(ref)
+        return texts
+
+    @classmethod
     def get_desc_list(cls) -> list[dict[str, Any]]:
-        """Per column: name, type, nullable, choices, primary, unique, constraints."""
-        out = []
-        for field in cls._meta.sorted_fields:
-            constraints = [str(getattr(c, "sql", c)) for c in (field.constraints or [])]
-            if isinstance(field, peewee.ForeignKeyField):
-                ref = (
-                    f"REFERENCES {field.rel_model._meta.table_name} ({field.rel_field.column_name})"
-                )
-                if field.on_delete:
-                    ref += f" ON DELETE {field.on_delete}"
-                constraints.append(ref)
-            out.append(
-                {
-                    "name": field.name,
-                    "type": cls._column_type(field),
-                    "nullable": bool(field.null),
-                    "choices": list(field.choices) if field.choices else None,
-                    "primary": bool(field.primary_key),
-                    "unique": bool(field.unique),
-                    "constraints": constraints,
-                }
-            )
-        return out
+        """Per column, valarpy's keys and values: name, type, nullable, choices, primary, unique,
+        constraints (``type`` is peewee's type name, ``constraints`` the number of constraints).
+
+        :meth:`get_schema` gives the exact MySQL types and the constraints' text.
+
+        >>> from valarfast.model import Refs
+        >>> Refs.get_desc_list()[0]["type"], Refs.get_desc_list()[0]["constraints"]
+        ('AUTO', 0)
+        """
+        return [
+            {
+                "name": field.name,
+                "type": cls._generic_type(field),
+                "nullable": bool(field.null),
+                "choices": list(field.choices) if field.choices else None,
+                "primary": bool(field.primary_key),
+                "unique": bool(field.unique),
+                "constraints": len(field.constraints or []),
+            }
+            for field in cls._meta.sorted_fields
+        ]
 
     @classmethod
     def get_desc(cls) -> Any:
@@ -751,17 +787,22 @@ class BaseModel(peewee.Model):
     def get_schema(cls) -> str:
         """One line per column: ``column TYPE [NOT NULL] [PRIMARY KEY] [UNIQUE] [constraints]``."""
         lines = []
-        for desc, field in zip(cls.get_desc_list(), cls._meta.sorted_fields, strict=True):
-            words = [field.column_name, desc["type"]]
-            if not desc["nullable"]:
+        for field in cls._meta.sorted_fields:
+            words = [field.column_name, cls._column_type(field)]
+            if not field.null:
                 words.append("NOT NULL")
-            if desc["primary"]:
+            if field.primary_key:
                 words.append("PRIMARY KEY")
-            if desc["unique"]:
+            if field.unique:
                 words.append("UNIQUE")
-            words.extend(desc["constraints"])
+            words.extend(cls._constraint_texts(field))
             lines.append(" ".join(words))
         return "\n".join(lines)
+
+    @classmethod
+    def get_schema_lines(cls) -> str:
+        """Older valarpy name of :meth:`get_schema`."""
+        return cls.get_schema()
 
     # --- the write guard (ORM level) -------------------------------------------------------------
 

@@ -86,13 +86,13 @@ class ApiKeys(BaseModel):
 
 class Compounds(BaseModel):
     id = UnsignedMediumAutoField()
+    chembl_id = CharField(max_length=20, null=True)
+    chemspider_id = UnsignedIntegerField(null=True)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
     inchi = CharField(max_length=2000)
     inchikey = FixedCharField(max_length=27, unique=True)
     inchikey_connectivity = FixedCharField(max_length=14)
-    chembl_id = CharField(max_length=20, null=True)
-    chemspider_id = UnsignedIntegerField(null=True)
     smiles = CharField(max_length=2000, null=True)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
 
     class Meta:
         table_name = 'compounds'
@@ -104,9 +104,9 @@ class Compounds(BaseModel):
 
 class ConfigFiles(BaseModel):
     id = UnsignedSmallAutoField()
-    toml_text = MediumTextField()
-    text_sha1 = BinaryField(max_length=20, unique=True)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    text_sha1 = BinaryField(max_length=20, unique=True)
+    toml_text = MediumTextField()
 
     class Meta:
         table_name = 'config_files'
@@ -114,11 +114,11 @@ class ConfigFiles(BaseModel):
 
 class ControlTypes(BaseModel):
     id = UnsignedTinyAutoField()
-    name = CharField(max_length=100, unique=True)
     description = CharField(max_length=250)
-    positive = BooleanField()
     drug_related = BooleanField(default=True, constraints=[SQL('DEFAULT 1')])
     genetics_related = BooleanField()
+    name = CharField(max_length=100, unique=True)
+    positive = BooleanField()
 
     class Meta:
         table_name = 'control_types'
@@ -131,11 +131,11 @@ class ControlTypes(BaseModel):
 
 class Features(BaseModel):
     id = UnsignedTinyAutoField()
-    name = CharField(max_length=50, unique=True)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    data_type = EnumField(choices=('byte', 'short', 'int', 'float', 'double', 'unsigned_byte', 'unsigned_short', 'unsigned_int', 'unsigned_float', 'unsigned_double', 'utf8_char'), default='float', constraints=[SQL("DEFAULT 'float'")])
     description = CharField(max_length=250)
     dimensions = CharField(max_length=20)
-    data_type = EnumField(choices=('byte', 'short', 'int', 'float', 'double', 'unsigned_byte', 'unsigned_short', 'unsigned_int', 'unsigned_float', 'unsigned_double', 'utf8_char'), default='float', constraints=[SQL("DEFAULT 'float'")])
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    name = CharField(max_length=50, unique=True)
 
     class Meta:
         table_name = 'features'
@@ -143,13 +143,13 @@ class Features(BaseModel):
 
 class Locations(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=100, unique=True)
-    description = CharField(max_length=250, default='', constraints=[SQL("DEFAULT ''")])
-    purpose = CharField(max_length=250, default='', constraints=[SQL("DEFAULT ''")])
-    part_of = ForeignKeyField('self', column_name='part_of', field='id', backref='locations_set', on_delete='SET NULL', null=True, index=False)
     active = BooleanField(default=True, constraints=[SQL('DEFAULT 1')])
-    temporary = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    description = CharField(max_length=250, default='', constraints=[SQL("DEFAULT ''")])
+    name = CharField(max_length=100, unique=True)
+    part_of = ForeignKeyField('self', column_name='part_of', field='id', backref='locations_set', on_delete='SET NULL', null=True, index=False)
+    purpose = CharField(max_length=250, default='', constraints=[SQL("DEFAULT ''")])
+    temporary = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
 
     class Meta:
         table_name = 'locations'
@@ -160,8 +160,8 @@ class Locations(BaseModel):
 
 class ProjectTypes(BaseModel):
     id = UnsignedTinyAutoField()
-    name = CharField(max_length=50, unique=True)
     description = TextField()
+    name = CharField(max_length=50, unique=True)
 
     class Meta:
         table_name = 'project_types'
@@ -169,12 +169,12 @@ class ProjectTypes(BaseModel):
 
 class Refs(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=50, unique=True)
-    datetime_downloaded = DateTimeField(null=True)
-    external_version = CharField(max_length=50, null=True)
-    description = CharField(max_length=250, null=True)
-    url = CharField(max_length=100, null=True)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    datetime_downloaded = DateTimeField(null=True)
+    description = CharField(max_length=250, null=True)
+    external_version = CharField(max_length=50, null=True)
+    name = CharField(max_length=50, unique=True)
+    url = CharField(max_length=100, null=True)
 
     class Meta:
         table_name = 'refs'
@@ -189,9 +189,9 @@ class Refs(BaseModel):
 class CompoundLabels(BaseModel):
     id = UnsignedMediumAutoField()
     compound = ForeignKeyField(Compounds, column_name='compound_id', field='id', backref='compoundlabels_set', on_delete='CASCADE', index=False)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
     name = CharField(max_length=1000)
     ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='compoundlabels_set', index=False)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
 
     class Meta:
         table_name = 'compound_labels'
@@ -204,10 +204,10 @@ class CompoundLabels(BaseModel):
 class MandosInfo(BaseModel):
     id = UnsignedMediumAutoField()
     compound = ForeignKeyField(Compounds, column_name='compound_id', field='id', backref='mandosinfo_set', on_delete='CASCADE', index=False)
-    name = CharField(max_length=100)
-    value = CharField(max_length=1000)
-    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='mandosinfo_set', index=False)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    name = CharField(max_length=100)
+    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='mandosinfo_set', index=False)
+    value = CharField(max_length=1000)
 
     class Meta:
         table_name = 'mandos_info'
@@ -222,10 +222,10 @@ class MandosInfo(BaseModel):
 
 class MandosObjects(BaseModel):
     id = UnsignedMediumAutoField()
-    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='mandosobjects_set', on_delete='CASCADE', index=False)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
     external_id = CharField(max_length=250)
     name = CharField(max_length=250, null=True)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='mandosobjects_set', on_delete='CASCADE', index=False)
 
     class Meta:
         table_name = 'mandos_objects'
@@ -238,8 +238,8 @@ class MandosObjects(BaseModel):
 
 class MandosObjectLinks(BaseModel):
     id = UnsignedIntegerAutoField()
-    parent = ForeignKeyField(MandosObjects, column_name='parent_id', field='id', backref='mandosobjectlinks_parent_set', on_delete='CASCADE', index=False)
     child = ForeignKeyField(MandosObjects, column_name='child_id', field='id', backref='mandosobjectlinks_child_set', on_delete='CASCADE', index=False)
+    parent = ForeignKeyField(MandosObjects, column_name='parent_id', field='id', backref='mandosobjectlinks_parent_set', on_delete='CASCADE', index=False)
     ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='mandosobjectlinks_set', index=False)
 
     class Meta:
@@ -253,11 +253,11 @@ class MandosObjectLinks(BaseModel):
 
 class MandosObjectTags(BaseModel):
     id = UnsignedIntegerAutoField()
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    name = CharField(max_length=150)
     object = ForeignKeyField(MandosObjects, column_name='object', field='id', backref='mandosobjecttags_set', on_delete='CASCADE', index=False)
     ref = ForeignKeyField(Refs, column_name='ref', field='id', backref='mandosobjecttags_set', index=False)
-    name = CharField(max_length=150)
     value = CharField(max_length=250)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
 
     class Meta:
         table_name = 'mandos_object_tags'
@@ -271,11 +271,11 @@ class MandosObjectTags(BaseModel):
 
 class MandosPredicates(BaseModel):
     id = UnsignedTinyAutoField()
-    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='mandospredicates_set', index=False)
-    external_id = CharField(max_length=250, null=True)
-    name = CharField(max_length=250)
-    kind = EnumField(choices=('target', 'class', 'indication', 'other'))
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    external_id = CharField(max_length=250, null=True)
+    kind = EnumField(choices=('target', 'class', 'indication', 'other'))
+    name = CharField(max_length=250)
+    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='mandospredicates_set', index=False)
 
     class Meta:
         table_name = 'mandos_predicates'
@@ -290,12 +290,12 @@ class MandosPredicates(BaseModel):
 
 class MandosRules(BaseModel):
     id = UnsignedIntegerAutoField()
-    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='mandosrules_set', on_delete='CASCADE', index=False)
     compound = ForeignKeyField(Compounds, column_name='compound_id', field='id', backref='mandosrules_set', on_delete='CASCADE', index=False)
-    object = ForeignKeyField(MandosObjects, column_name='object_id', field='id', backref='mandosrules_set', on_delete='CASCADE', index=False)
-    external_id = CharField(max_length=250, null=True)
-    predicate = ForeignKeyField(MandosPredicates, column_name='predicate_id', field='id', backref='mandosrules_set', on_delete='CASCADE', index=False)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    external_id = CharField(max_length=250, null=True)
+    object = ForeignKeyField(MandosObjects, column_name='object_id', field='id', backref='mandosrules_set', on_delete='CASCADE', index=False)
+    predicate = ForeignKeyField(MandosPredicates, column_name='predicate_id', field='id', backref='mandosrules_set', on_delete='CASCADE', index=False)
+    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='mandosrules_set', on_delete='CASCADE', index=False)
 
     class Meta:
         table_name = 'mandos_rules'
@@ -311,11 +311,11 @@ class MandosRules(BaseModel):
 
 class MandosRuleTags(BaseModel):
     id = UnsignedIntegerAutoField()
-    rule = ForeignKeyField(MandosRules, column_name='rule', field='id', backref='mandosruletags_set', on_delete='CASCADE', index=False)
-    ref = ForeignKeyField(Refs, column_name='ref', field='id', backref='mandosruletags_set', index=False)
-    name = CharField(max_length=150)
-    value = CharField(max_length=250)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    name = CharField(max_length=150)
+    ref = ForeignKeyField(Refs, column_name='ref', field='id', backref='mandosruletags_set', index=False)
+    rule = ForeignKeyField(MandosRules, column_name='rule', field='id', backref='mandosruletags_set', on_delete='CASCADE', index=False)
+    value = CharField(max_length=250)
 
     class Meta:
         table_name = 'mandos_rule_tags'
@@ -329,9 +329,9 @@ class MandosRuleTags(BaseModel):
 
 class Saurons(BaseModel):
     id = UnsignedTinyAutoField()
-    name = CharField(max_length=50, unique=True)
     active = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    name = CharField(max_length=50, unique=True)
 
     class Meta:
         table_name = 'saurons'
@@ -342,10 +342,10 @@ class Saurons(BaseModel):
 
 class SauronConfigs(BaseModel):
     id = UnsignedSmallAutoField()
-    sauron = ForeignKeyField(Saurons, column_name='sauron_id', field='id', backref='sauronconfigs_set', index=False)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
     datetime_changed = DateTimeField()
     description = TextField()
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    sauron = ForeignKeyField(Saurons, column_name='sauron_id', field='id', backref='sauronconfigs_set', index=False)
 
     class Meta:
         table_name = 'sauron_configs'
@@ -357,10 +357,10 @@ class SauronConfigs(BaseModel):
 
 class SauronSettings(BaseModel):
     id = UnsignedSmallAutoField()
-    sauron_config = ForeignKeyField(SauronConfigs, column_name='sauron_config_id', field='id', backref='sauronsettings_set', index=False)
-    name = CharField(max_length=255)
-    value = CharField(max_length=255)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    name = CharField(max_length=255)
+    sauron_config = ForeignKeyField(SauronConfigs, column_name='sauron_config_id', field='id', backref='sauronsettings_set', index=False)
+    value = CharField(max_length=255)
 
     class Meta:
         table_name = 'sauron_settings'
@@ -373,12 +373,12 @@ class SauronSettings(BaseModel):
 
 class Sensors(BaseModel):
     id = UnsignedTinyAutoField()
-    name = CharField(max_length=50, unique=True)
-    description = CharField(max_length=250, null=True)
-    data_type = EnumField(choices=('byte', 'short', 'int', 'float', 'double', 'unsigned_byte', 'unsigned_short', 'unsigned_int', 'unsigned_float', 'unsigned_double', 'utf8_char', 'long', 'unsigned_long', 'other'))
     blob_type = EnumField(choices=('assay_start', 'battery_start', 'every_n_milliseconds', 'every_n_frames', 'arbitrary'), null=True)
-    n_between = UnsignedIntegerField(null=True)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    data_type = EnumField(choices=('byte', 'short', 'int', 'float', 'double', 'unsigned_byte', 'unsigned_short', 'unsigned_int', 'unsigned_float', 'unsigned_double', 'utf8_char', 'long', 'unsigned_long', 'other'))
+    description = CharField(max_length=250, null=True)
+    n_between = UnsignedIntegerField(null=True)
+    name = CharField(max_length=50, unique=True)
 
     class Meta:
         table_name = 'sensors'
@@ -386,9 +386,9 @@ class Sensors(BaseModel):
 
 class Suppliers(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=50, unique=True)
-    description = CharField(max_length=250, null=True)
     created = DateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    description = CharField(max_length=250, null=True)
+    name = CharField(max_length=50, unique=True)
 
     class Meta:
         table_name = 'suppliers'
@@ -396,13 +396,13 @@ class Suppliers(BaseModel):
 
 class PlateTypes(BaseModel):
     id = UnsignedTinyAutoField()
-    name = CharField(max_length=100, null=True)
-    supplier = ForeignKeyField(Suppliers, column_name='supplier_id', field='id', backref='platetypes_set', null=True, index=False)
-    part_number = CharField(max_length=100, null=True)
-    n_rows = UnsignedSmallIntegerField()
     n_columns = UnsignedSmallIntegerField()
-    well_shape = EnumField(choices=('round', 'square', 'rectangular'))
+    n_rows = UnsignedSmallIntegerField()
+    name = CharField(max_length=100, null=True)
     opacity = EnumField(choices=('opaque', 'transparent'))
+    part_number = CharField(max_length=100, null=True)
+    supplier = ForeignKeyField(Suppliers, column_name='supplier_id', field='id', backref='platetypes_set', null=True, index=False)
+    well_shape = EnumField(choices=('round', 'square', 'rectangular'))
 
     class Meta:
         table_name = 'plate_types'
@@ -415,12 +415,12 @@ class PlateTypes(BaseModel):
 
 class Users(BaseModel):
     id = UnsignedSmallAutoField()
-    username = CharField(max_length=20, unique=True)
-    first_name = CharField(max_length=30)
-    last_name = CharField(max_length=30)
-    write_access = BooleanField(default=True, constraints=[SQL('DEFAULT 1')])
     bcrypt_hash = FixedCharField(max_length=60, null=True)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    first_name = CharField(max_length=30)
+    last_name = CharField(max_length=30)
+    username = CharField(max_length=20, unique=True)
+    write_access = BooleanField(default=True, constraints=[SQL('DEFAULT 1')])
 
     class Meta:
         table_name = 'users'
@@ -434,13 +434,13 @@ class Users(BaseModel):
 
 class AudioFiles(BaseModel):
     id = UnsignedSmallAutoField()
-    filename = CharField(max_length=100, unique=True)
-    notes = CharField(max_length=250, null=True)
-    n_seconds = UnsignedDoubleField()
-    data = MediumBlobField()
-    sha1 = BinaryField(max_length=20, unique=True)
-    creator = ForeignKeyField(Users, column_name='creator_id', field='id', backref='audiofiles_set', null=True, index=False)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    creator = ForeignKeyField(Users, column_name='creator_id', field='id', backref='audiofiles_set', null=True, index=False)
+    data = MediumBlobField()
+    filename = CharField(max_length=100, unique=True)
+    n_seconds = UnsignedDoubleField()
+    notes = CharField(max_length=250, null=True)
+    sha1 = BinaryField(max_length=20, unique=True)
 
     class Meta:
         table_name = 'audio_files'
@@ -451,26 +451,26 @@ class AudioFiles(BaseModel):
 
 class Batches(BaseModel):
     id = UnsignedMediumAutoField()
-    lookup_hash = CharField(max_length=14, unique=True)
-    tag = CharField(max_length=100, null=True, unique=True)
+    amount = CharField(max_length=100, null=True)
+    box_number = UnsignedSmallIntegerField(null=True)
     compound = ForeignKeyField(Compounds, column_name='compound_id', field='id', backref='batches_compound_set', null=True, index=False)
-    made_from = ForeignKeyField('self', column_name='made_from_id', field='id', backref='batches_set', null=True, index=False)
-    supplier = ForeignKeyField(Suppliers, column_name='supplier_id', field='id', backref='batches_set', null=True, index=False)
-    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='batches_set', null=True, index=False)
+    concentration_millimolar = UnsignedDoubleField(null=True)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    date_ordered = DateField(null=True)
     legacy_internal_id = CharField(max_length=255, null=True)
     location = ForeignKeyField(Locations, column_name='location_id', field='id', backref='batches_set', null=True, index=False)
-    box_number = UnsignedSmallIntegerField(null=True)
-    well_number = UnsignedSmallIntegerField(null=True)
     location_note = CharField(max_length=20, null=True)
-    amount = CharField(max_length=100, null=True)
-    concentration_millimolar = UnsignedDoubleField(null=True)
-    solvent = ForeignKeyField(Compounds, column_name='solvent_id', field='id', backref='batches_solvent_set', null=True, index=False)
+    lookup_hash = CharField(max_length=14, unique=True)
+    made_from = ForeignKeyField('self', column_name='made_from_id', field='id', backref='batches_set', null=True, index=False)
     molecular_weight = UnsignedDoubleField(null=True)
-    supplier_catalog_number = CharField(max_length=20, null=True)
-    person_ordered = ForeignKeyField(Users, column_name='person_ordered', field='id', backref='batches_set', null=True, index=False)
-    date_ordered = DateField(null=True)
     notes = TextField(null=True)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    person_ordered = ForeignKeyField(Users, column_name='person_ordered', field='id', backref='batches_set', null=True, index=False)
+    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='batches_set', null=True, index=False)
+    solvent = ForeignKeyField(Compounds, column_name='solvent_id', field='id', backref='batches_solvent_set', null=True, index=False)
+    supplier_catalog_number = CharField(max_length=20, null=True)
+    supplier = ForeignKeyField(Suppliers, column_name='supplier_id', field='id', backref='batches_set', null=True, index=False)
+    tag = CharField(max_length=100, null=True, unique=True)
+    well_number = UnsignedSmallIntegerField(null=True)
 
     class Meta:
         table_name = 'batches'
@@ -492,13 +492,13 @@ class Batches(BaseModel):
 
 class BatchAnnotations(BaseModel):
     id = UnsignedIntegerAutoField()
+    annotator = ForeignKeyField(Users, column_name='annotator_id', field='id', backref='batchannotations_set', index=False)
     batch = ForeignKeyField(Batches, column_name='batch_id', field='id', backref='batchannotations_set', on_delete='CASCADE', index=False)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    description = CharField(max_length=200, null=True)
     level = EnumField(choices=('0:good', '1:note', '2:caution', '3:warning', '4:danger', '9:deleted'), default='1:note', constraints=[SQL("DEFAULT '1:note'")])
     name = CharField(max_length=50, null=True)
     value = CharField(max_length=200, null=True)
-    description = CharField(max_length=200, null=True)
-    annotator = ForeignKeyField(Users, column_name='annotator_id', field='id', backref='batchannotations_set', index=False)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
 
     class Meta:
         table_name = 'batch_annotations'
@@ -514,9 +514,9 @@ class BatchAnnotations(BaseModel):
 class BatchLabels(BaseModel):
     id = UnsignedMediumAutoField()
     batch = ForeignKeyField(Batches, column_name='batch_id', field='id', backref='batchlabels_set', on_delete='CASCADE', index=False)
-    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='batchlabels_set', index=False)
-    name = CharField(max_length=250)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    name = CharField(max_length=250)
+    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='batchlabels_set', index=False)
 
     class Meta:
         table_name = 'batch_labels'
@@ -529,15 +529,15 @@ class BatchLabels(BaseModel):
 
 class Batteries(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=100, unique=True)
-    description = CharField(max_length=10000, null=True)
-    length = UnsignedIntegerField()
-    author = ForeignKeyField(Users, column_name='author_id', field='id', backref='batteries_set', null=True, index=False)
-    template_id = UnsignedSmallIntegerField(null=True)
-    hidden = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
-    notes = TextField(null=True)
     assays_sha1 = BinaryField(max_length=20)
+    author = ForeignKeyField(Users, column_name='author_id', field='id', backref='batteries_set', null=True, index=False)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    description = CharField(max_length=10000, null=True)
+    hidden = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
+    length = UnsignedIntegerField()
+    name = CharField(max_length=100, unique=True)
+    notes = TextField(null=True)
+    template_id = UnsignedSmallIntegerField(null=True)
 
     class Meta:
         table_name = 'batteries'
@@ -551,15 +551,15 @@ class Batteries(BaseModel):
 
 class GeneticVariants(BaseModel):
     id = UnsignedMediumAutoField()
-    name = CharField(max_length=250, unique=True)
-    mother = ForeignKeyField('self', column_name='mother_id', field='id', backref='geneticvariants_mother_set', null=True, index=False)
-    father = ForeignKeyField('self', column_name='father_id', field='id', backref='geneticvariants_father_set', null=True, index=False)
-    lineage_type = EnumField(choices=('injection', 'cross', 'selection', 'wild-type'), null=True)
-    date_created = DateField(null=True)
-    notes = TextField(null=True)
-    creator = ForeignKeyField(Users, column_name='creator_id', field='id', backref='geneticvariants_set', index=False)
-    fully_annotated = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    creator = ForeignKeyField(Users, column_name='creator_id', field='id', backref='geneticvariants_set', index=False)
+    date_created = DateField(null=True)
+    father = ForeignKeyField('self', column_name='father_id', field='id', backref='geneticvariants_father_set', null=True, index=False)
+    fully_annotated = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
+    lineage_type = EnumField(choices=('injection', 'cross', 'selection', 'wild-type'), null=True)
+    mother = ForeignKeyField('self', column_name='mother_id', field='id', backref='geneticvariants_mother_set', null=True, index=False)
+    name = CharField(max_length=250, unique=True)
+    notes = TextField(null=True)
 
     class Meta:
         table_name = 'genetic_variants'
@@ -573,10 +573,10 @@ class GeneticVariants(BaseModel):
 
 class Plates(BaseModel):
     id = UnsignedSmallAutoField()
-    plate_type = ForeignKeyField(PlateTypes, column_name='plate_type_id', field='id', backref='plates_set', null=True, index=False)
-    person_plated = ForeignKeyField(Users, column_name='person_plated_id', field='id', backref='plates_set', index=False)
-    datetime_plated = DateTimeField(null=True)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    datetime_plated = DateTimeField(null=True)
+    person_plated = ForeignKeyField(Users, column_name='person_plated_id', field='id', backref='plates_set', index=False)
+    plate_type = ForeignKeyField(PlateTypes, column_name='plate_type_id', field='id', backref='plates_set', null=True, index=False)
 
     class Meta:
         table_name = 'plates'
@@ -589,14 +589,14 @@ class Plates(BaseModel):
 
 class Projects(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=100, unique=True)
-    type = ForeignKeyField(ProjectTypes, column_name='type_id', field='id', backref='projects_set', null=True, index=False)
-    creator = ForeignKeyField(Users, column_name='creator_id', field='id', backref='projects_set', index=False)
-    description = CharField(max_length=10000, null=True)
-    reason = MediumTextField(null=True)
-    methods = MediumTextField(null=True)
     active = BooleanField(default=True, constraints=[SQL('DEFAULT 1')])
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    creator = ForeignKeyField(Users, column_name='creator_id', field='id', backref='projects_set', index=False)
+    description = CharField(max_length=10000, null=True)
+    methods = MediumTextField(null=True)
+    name = CharField(max_length=100, unique=True)
+    reason = MediumTextField(null=True)
+    type = ForeignKeyField(ProjectTypes, column_name='type_id', field='id', backref='projects_set', null=True, index=False)
 
     class Meta:
         table_name = 'projects'
@@ -608,11 +608,11 @@ class Projects(BaseModel):
 
 class ProjectTags(BaseModel):
     id = UnsignedMediumAutoField()
-    project = ForeignKeyField(Projects, column_name='project_id', field='id', backref='projecttags_set', on_delete='CASCADE', index=False)
-    name = CharField(max_length=100)
-    value = CharField(max_length=255)
-    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='projecttags_set', index=False)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    name = CharField(max_length=100)
+    project = ForeignKeyField(Projects, column_name='project_id', field='id', backref='projecttags_set', on_delete='CASCADE', index=False)
+    ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='projecttags_set', index=False)
+    value = CharField(max_length=255)
 
     class Meta:
         table_name = 'project_tags'
@@ -624,14 +624,14 @@ class ProjectTags(BaseModel):
 
 class Stimuli(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=50, unique=True)
-    default_color = FixedCharField(max_length=6)
-    description = CharField(max_length=250, null=True)
     analog = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
-    rgb = BinaryField(max_length=3, null=True)
-    wavelength_nm = UnsignedSmallIntegerField(null=True)
     audio_file = ForeignKeyField(AudioFiles, column_name='audio_file_id', field='id', backref='stimuli_set', on_delete='CASCADE', null=True, unique=True, index=False)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    default_color = FixedCharField(max_length=6)
+    description = CharField(max_length=250, null=True)
+    name = CharField(max_length=50, unique=True)
+    rgb = BinaryField(max_length=3, null=True)
+    wavelength_nm = UnsignedSmallIntegerField(null=True)
 
     class Meta:
         table_name = 'stimuli'
@@ -641,11 +641,11 @@ class Stimuli(BaseModel):
 
 class TemplateAssays(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=100, unique=True)
-    description = CharField(max_length=10000, null=True)
     author = ForeignKeyField(Users, column_name='author_id', field='id', backref='templateassays_set', on_delete='SET NULL', null=True, index=False)
-    specializes = ForeignKeyField('self', column_name='specializes', field='id', backref='templateassays_set', on_delete='SET NULL', null=True, index=False)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    description = CharField(max_length=10000, null=True)
+    name = CharField(max_length=100, unique=True)
+    specializes = ForeignKeyField('self', column_name='specializes', field='id', backref='templateassays_set', on_delete='SET NULL', null=True, index=False)
 
     class Meta:
         table_name = 'template_assays'
@@ -657,13 +657,13 @@ class TemplateAssays(BaseModel):
 
 class Assays(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=250, unique=True)
-    description = CharField(max_length=10000, null=True)
-    length = UnsignedIntegerField()
-    hidden = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
-    template_assay = ForeignKeyField(TemplateAssays, column_name='template_assay_id', field='id', backref='assays_set', null=True, index=False)
-    frames_sha1 = BinaryField(max_length=20)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    description = CharField(max_length=10000, null=True)
+    frames_sha1 = BinaryField(max_length=20)
+    hidden = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
+    length = UnsignedIntegerField()
+    name = CharField(max_length=250, unique=True)
+    template_assay = ForeignKeyField(TemplateAssays, column_name='template_assay_id', field='id', backref='assays_set', null=True, index=False)
 
     class Meta:
         table_name = 'assays'
@@ -691,8 +691,8 @@ class AssayParams(BaseModel):
 
 class AssayPositions(BaseModel):
     id = UnsignedSmallAutoField()
-    battery = ForeignKeyField(Batteries, column_name='battery_id', field='id', backref='assaypositions_set', on_delete='CASCADE', index=False)
     assay = ForeignKeyField(Assays, column_name='assay_id', field='id', backref='assaypositions_set', index=False)
+    battery = ForeignKeyField(Batteries, column_name='battery_id', field='id', backref='assaypositions_set', on_delete='CASCADE', index=False)
     start = UnsignedIntegerField()
 
     class Meta:
@@ -708,9 +708,9 @@ class AssayPositions(BaseModel):
 class StimulusFrames(BaseModel):
     id = UnsignedSmallAutoField()
     assay = ForeignKeyField(Assays, column_name='assay_id', field='id', backref='stimulusframes_set', on_delete='CASCADE', index=False)
-    stimulus = ForeignKeyField(Stimuli, column_name='stimulus_id', field='id', backref='stimulusframes_set', index=False)
     frames = LongBlobField()
     frames_sha1 = BinaryField(max_length=20)
+    stimulus = ForeignKeyField(Stimuli, column_name='stimulus_id', field='id', backref='stimulusframes_set', index=False)
 
     class Meta:
         table_name = 'stimulus_frames'
@@ -724,12 +724,12 @@ class StimulusFrames(BaseModel):
 
 class TemplatePlates(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=100, unique=True)
-    description = CharField(max_length=10000, null=True)
-    plate_type = ForeignKeyField(PlateTypes, column_name='plate_type_id', field='id', backref='templateplates_set', index=False)
     author = ForeignKeyField(Users, column_name='author_id', field='id', backref='templateplates_set', index=False)
-    hidden = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    description = CharField(max_length=10000, null=True)
+    hidden = BooleanField(default=False, constraints=[SQL('DEFAULT 0')])
+    name = CharField(max_length=100, unique=True)
+    plate_type = ForeignKeyField(PlateTypes, column_name='plate_type_id', field='id', backref='templateplates_set', index=False)
     specializes = ForeignKeyField('self', column_name='specializes', field='id', backref='templateplates_set', on_delete='SET NULL', null=True, index=False)
 
     class Meta:
@@ -743,9 +743,9 @@ class TemplatePlates(BaseModel):
 
 class TemplateStimulusFrames(BaseModel):
     id = UnsignedMediumAutoField()
-    template_assay = ForeignKeyField(TemplateAssays, column_name='template_assay_id', field='id', backref='templatestimulusframes_set', on_delete='CASCADE', index=False)
     range_expression = CharField(max_length=150)
     stimulus = ForeignKeyField(Stimuli, column_name='stimulus_id', field='id', backref='templatestimulusframes_set', index=False)
+    template_assay = ForeignKeyField(TemplateAssays, column_name='template_assay_id', field='id', backref='templatestimulusframes_set', on_delete='CASCADE', index=False)
     value_expression = CharField(max_length=250)
 
     class Meta:
@@ -758,10 +758,10 @@ class TemplateStimulusFrames(BaseModel):
 
 class TemplateTreatments(BaseModel):
     id = UnsignedMediumAutoField()
-    template_plate = ForeignKeyField(TemplatePlates, column_name='template_plate_id', field='id', backref='templatetreatments_set', on_delete='CASCADE', index=False)
-    well_range_expression = CharField(max_length=100)
     batch_expression = CharField(max_length=250)
     dose_expression = CharField(max_length=200)
+    template_plate = ForeignKeyField(TemplatePlates, column_name='template_plate_id', field='id', backref='templatetreatments_set', on_delete='CASCADE', index=False)
+    well_range_expression = CharField(max_length=100)
 
     class Meta:
         table_name = 'template_treatments'
@@ -772,13 +772,13 @@ class TemplateTreatments(BaseModel):
 
 class TemplateWells(BaseModel):
     id = UnsignedMediumAutoField()
-    template_plate = ForeignKeyField(TemplatePlates, column_name='template_plate_id', field='id', backref='templatewells_set', on_delete='CASCADE', index=False)
-    well_range_expression = CharField(max_length=255)
-    control_type = ForeignKeyField(ControlTypes, column_name='control_type_id', field='id', backref='templatewells_set', null=True, index=False)
-    n_expression = CharField(max_length=250)
-    variant_expression = CharField(max_length=250)
     age_expression = CharField(max_length=255)
+    control_type = ForeignKeyField(ControlTypes, column_name='control_type_id', field='id', backref='templatewells_set', null=True, index=False)
     group_expression = CharField(max_length=255)
+    n_expression = CharField(max_length=250)
+    template_plate = ForeignKeyField(TemplatePlates, column_name='template_plate_id', field='id', backref='templatewells_set', on_delete='CASCADE', index=False)
+    variant_expression = CharField(max_length=250)
+    well_range_expression = CharField(max_length=255)
 
     class Meta:
         table_name = 'template_wells'
@@ -790,16 +790,16 @@ class TemplateWells(BaseModel):
 
 class TransferPlates(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=100, unique=True)
-    description = CharField(max_length=250, null=True)
-    plate_type = ForeignKeyField(PlateTypes, column_name='plate_type_id', field='id', backref='transferplates_set', index=False)
-    supplier = ForeignKeyField(Suppliers, column_name='supplier_id', field='id', backref='transferplates_set', null=True, index=False)
-    parent = ForeignKeyField('self', column_name='parent_id', field='id', backref='transferplates_set', null=True, index=False)
-    dilution_factor_from_parent = UnsignedDoubleField(null=True)
-    initial_ul_per_well = UnsignedDoubleField()
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
     creator = ForeignKeyField(Users, column_name='creator_id', field='id', backref='transferplates_set', index=False)
     datetime_created = DateTimeField()
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    description = CharField(max_length=250, null=True)
+    dilution_factor_from_parent = UnsignedDoubleField(null=True)
+    initial_ul_per_well = UnsignedDoubleField()
+    name = CharField(max_length=100, unique=True)
+    parent = ForeignKeyField('self', column_name='parent_id', field='id', backref='transferplates_set', null=True, index=False)
+    plate_type = ForeignKeyField(PlateTypes, column_name='plate_type_id', field='id', backref='transferplates_set', index=False)
+    supplier = ForeignKeyField(Suppliers, column_name='supplier_id', field='id', backref='transferplates_set', null=True, index=False)
 
     class Meta:
         table_name = 'transfer_plates'
@@ -813,17 +813,17 @@ class TransferPlates(BaseModel):
 
 class Experiments(BaseModel):
     id = UnsignedSmallAutoField()
-    name = CharField(max_length=200, unique=True)
-    description = CharField(max_length=10000, null=True)
-    creator = ForeignKeyField(Users, column_name='creator_id', field='id', backref='experiments_set', index=False)
-    project = ForeignKeyField(Projects, column_name='project_id', field='id', backref='experiments_set', on_delete='CASCADE', index=False)
+    active = BooleanField(default=True, constraints=[SQL('DEFAULT 1')])
     battery = ForeignKeyField(Batteries, column_name='battery_id', field='id', backref='experiments_set', index=False)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    creator = ForeignKeyField(Users, column_name='creator_id', field='id', backref='experiments_set', index=False)
+    default_acclimation_sec = UnsignedSmallIntegerField()
+    description = CharField(max_length=10000, null=True)
+    name = CharField(max_length=200, unique=True)
+    notes = TextField(null=True)
+    project = ForeignKeyField(Projects, column_name='project_id', field='id', backref='experiments_set', on_delete='CASCADE', index=False)
     template_plate = ForeignKeyField(TemplatePlates, column_name='template_plate_id', field='id', backref='experiments_set', null=True, index=False)
     transfer_plate = ForeignKeyField(TransferPlates, column_name='transfer_plate_id', field='id', backref='experiments_set', null=True, index=False)
-    default_acclimation_sec = UnsignedSmallIntegerField()
-    notes = TextField(null=True)
-    active = BooleanField(default=True, constraints=[SQL('DEFAULT 1')])
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
 
     class Meta:
         table_name = 'experiments'
@@ -838,11 +838,11 @@ class Experiments(BaseModel):
 
 class ExperimentTags(BaseModel):
     id = UnsignedMediumAutoField()
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
     experiment = ForeignKeyField(Experiments, column_name='experiment_id', field='id', backref='experimenttags_set', on_delete='CASCADE', index=False)
     name = CharField(max_length=100)
-    value = CharField(max_length=255)
     ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='experimenttags_set', index=False)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    value = CharField(max_length=255)
 
     class Meta:
         table_name = 'experiment_tags'
@@ -854,17 +854,17 @@ class ExperimentTags(BaseModel):
 
 class Submissions(BaseModel):
     id = UnsignedMediumAutoField()
-    lookup_hash = FixedCharField(max_length=12, unique=True)
-    experiment = ForeignKeyField(Experiments, column_name='experiment_id', field='id', backref='submissions_set', index=False)
-    user = ForeignKeyField(Users, column_name='user_id', field='id', backref='submissions_user_set', index=False)
-    person_plated = ForeignKeyField(Users, column_name='person_plated_id', field='id', backref='submissions_person_plated_set', index=False)
-    continuing = ForeignKeyField('self', column_name='continuing_id', field='id', backref='submissions_set', null=True, index=False)
-    datetime_plated = DateTimeField()
-    datetime_dosed = DateTimeField(null=True)
     acclimation_sec = UnsignedIntegerField(null=True)
-    description = CharField(max_length=250)
-    notes = MediumTextField(null=True)
+    continuing = ForeignKeyField('self', column_name='continuing_id', field='id', backref='submissions_set', null=True, index=False)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    datetime_dosed = DateTimeField(null=True)
+    datetime_plated = DateTimeField()
+    description = CharField(max_length=250)
+    experiment = ForeignKeyField(Experiments, column_name='experiment_id', field='id', backref='submissions_set', index=False)
+    lookup_hash = FixedCharField(max_length=12, unique=True)
+    notes = MediumTextField(null=True)
+    person_plated = ForeignKeyField(Users, column_name='person_plated_id', field='id', backref='submissions_person_plated_set', index=False)
+    user = ForeignKeyField(Users, column_name='user_id', field='id', backref='submissions_user_set', index=False)
 
     class Meta:
         table_name = 'submissions'
@@ -878,21 +878,21 @@ class Submissions(BaseModel):
 
 class Runs(BaseModel):
     id = UnsignedMediumAutoField()
-    experiment = ForeignKeyField(Experiments, column_name='experiment_id', field='id', backref='runs_set', index=False)
-    plate = ForeignKeyField(Plates, column_name='plate_id', field='id', backref='runs_set', on_delete='CASCADE', index=False)
-    description = CharField(max_length=200)
-    experimentalist = ForeignKeyField(Users, column_name='experimentalist_id', field='id', backref='runs_set', index=False)
-    submission = ForeignKeyField(Submissions, column_name='submission_id', field='id', backref='runs_set', null=True, unique=True, index=False)
-    datetime_run = DateTimeField()
-    datetime_dosed = DateTimeField(null=True)
-    name = CharField(max_length=100, null=True, unique=True)
-    tag = CharField(max_length=100, unique=True, default='', constraints=[SQL("DEFAULT ''")])
-    sauron_config = ForeignKeyField(SauronConfigs, column_name='sauron_config_id', field='id', backref='runs_set', index=False)
-    config_file = ForeignKeyField(ConfigFiles, column_name='config_file_id', field='id', backref='runs_set', null=True, index=False)
-    incubation_min = MediumIntegerField(null=True)
     acclimation_sec = UnsignedIntegerField(null=True)
-    notes = TextField(null=True)
+    config_file = ForeignKeyField(ConfigFiles, column_name='config_file_id', field='id', backref='runs_set', null=True, index=False)
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    datetime_dosed = DateTimeField(null=True)
+    datetime_run = DateTimeField()
+    description = CharField(max_length=200)
+    experiment = ForeignKeyField(Experiments, column_name='experiment_id', field='id', backref='runs_set', index=False)
+    experimentalist = ForeignKeyField(Users, column_name='experimentalist_id', field='id', backref='runs_set', index=False)
+    incubation_min = MediumIntegerField(null=True)
+    name = CharField(max_length=100, null=True, unique=True)
+    notes = TextField(null=True)
+    plate = ForeignKeyField(Plates, column_name='plate_id', field='id', backref='runs_set', on_delete='CASCADE', index=False)
+    sauron_config = ForeignKeyField(SauronConfigs, column_name='sauron_config_id', field='id', backref='runs_set', index=False)
+    submission = ForeignKeyField(Submissions, column_name='submission_id', field='id', backref='runs_set', null=True, unique=True, index=False)
+    tag = CharField(max_length=100, unique=True, default='', constraints=[SQL("DEFAULT ''")])
 
     class Meta:
         table_name = 'runs'
@@ -911,10 +911,10 @@ class Runs(BaseModel):
 
 class LogFiles(BaseModel):
     id = UnsignedSmallAutoField()
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
     run = ForeignKeyField(Runs, column_name='run_id', field='id', backref='logfiles_set', on_delete='CASCADE', index=False)
     text = MediumTextField()
     text_sha1 = BinaryField(max_length=20)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
 
     class Meta:
         table_name = 'log_files'
@@ -926,8 +926,8 @@ class LogFiles(BaseModel):
 
 class RunTags(BaseModel):
     id = UnsignedMediumAutoField()
-    run = ForeignKeyField(Runs, column_name='run_id', field='id', backref='runtags_set', on_delete='CASCADE', index=False)
     name = CharField(max_length=100)
+    run = ForeignKeyField(Runs, column_name='run_id', field='id', backref='runtags_set', on_delete='CASCADE', index=False)
     value = CharField(max_length=10000)
 
     class Meta:
@@ -939,10 +939,10 @@ class RunTags(BaseModel):
 
 class SensorData(BaseModel):
     id = UnsignedMediumAutoField()
-    run = ForeignKeyField(Runs, column_name='run_id', field='id', backref='sensordata_set', on_delete='CASCADE', index=False)
-    sensor = ForeignKeyField(Sensors, column_name='sensor_id', field='id', backref='sensordata_set', on_delete='CASCADE', index=False)
     floats = LongBlobField()
     floats_sha1 = BinaryField(max_length=20)
+    run = ForeignKeyField(Runs, column_name='run_id', field='id', backref='sensordata_set', on_delete='CASCADE', index=False)
+    sensor = ForeignKeyField(Sensors, column_name='sensor_id', field='id', backref='sensordata_set', on_delete='CASCADE', index=False)
 
     class Meta:
         table_name = 'sensor_data'
@@ -955,9 +955,9 @@ class SensorData(BaseModel):
 
 class SubmissionParams(BaseModel):
     id = UnsignedMediumAutoField()
-    submission = ForeignKeyField(Submissions, column_name='submission_id', field='id', backref='submissionparams_set', on_delete='CASCADE', index=False)
     name = CharField(max_length=250)
     param_type = EnumField(choices=('n_fish', 'compound', 'dose', 'variant', 'dpf', 'group'))
+    submission = ForeignKeyField(Submissions, column_name='submission_id', field='id', backref='submissionparams_set', on_delete='CASCADE', index=False)
     value = CharField(max_length=4000)
 
     class Meta:
@@ -969,11 +969,11 @@ class SubmissionParams(BaseModel):
 
 class SubmissionRecords(BaseModel):
     id = UnsignedIntegerAutoField()
-    submission = ForeignKeyField(Submissions, column_name='submission_id', field='id', backref='submissionrecords_set', on_delete='CASCADE', index=False)
-    status = CharField(max_length=100, null=True)
-    sauron = ForeignKeyField(Saurons, column_name='sauron_id', field='id', backref='submissionrecords_set', index=False)
-    datetime_modified = DateTimeField()
     created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    datetime_modified = DateTimeField()
+    sauron = ForeignKeyField(Saurons, column_name='sauron_id', field='id', backref='submissionrecords_set', index=False)
+    status = CharField(max_length=100, null=True)
+    submission = ForeignKeyField(Submissions, column_name='submission_id', field='id', backref='submissionrecords_set', on_delete='CASCADE', index=False)
 
     class Meta:
         table_name = 'submission_records'
@@ -985,14 +985,14 @@ class SubmissionRecords(BaseModel):
 
 class Wells(BaseModel):
     id = UnsignedMediumAutoField()
-    run = ForeignKeyField(Runs, column_name='run_id', field='id', backref='wells_set', on_delete='CASCADE', index=False)
-    well_index = UnsignedSmallIntegerField()
+    age = UnsignedMediumIntegerField(null=True)
     control_type = ForeignKeyField(ControlTypes, column_name='control_type_id', field='id', backref='wells_set', null=True, index=False)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    n = MediumIntegerField(default=0, constraints=[SQL('DEFAULT 0')])
+    run = ForeignKeyField(Runs, column_name='run_id', field='id', backref='wells_set', on_delete='CASCADE', index=False)
     variant = ForeignKeyField(GeneticVariants, column_name='variant_id', field='id', backref='wells_set', null=True, index=False)
     well_group = CharField(max_length=50, null=True)
-    n = MediumIntegerField(default=0, constraints=[SQL('DEFAULT 0')])
-    age = UnsignedMediumIntegerField(null=True)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    well_index = UnsignedSmallIntegerField()
 
     class Meta:
         table_name = 'wells'
@@ -1009,16 +1009,16 @@ class Wells(BaseModel):
 
 class Annotations(BaseModel):
     id = UnsignedMediumAutoField()
-    name = CharField(max_length=255, null=True)
-    value = CharField(max_length=255, null=True)
+    annotator = ForeignKeyField(Users, column_name='annotator_id', field='id', backref='annotations_set', index=False)
+    assay = ForeignKeyField(Assays, column_name='assay_id', field='id', backref='annotations_set', on_delete='CASCADE', null=True, index=False)
+    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
+    description = MediumTextField(null=True)
     level = EnumField(choices=('0:good', '1:note', '2:caution', '3:warning', '4:danger', '9:deleted', 'to_fix', 'fixed'), default='1:note', constraints=[SQL("DEFAULT '1:note'")])
+    name = CharField(max_length=255, null=True)
     run = ForeignKeyField(Runs, column_name='run_id', field='id', backref='annotations_set', on_delete='CASCADE', null=True, index=False)
     submission = ForeignKeyField(Submissions, column_name='submission_id', field='id', backref='annotations_set', on_delete='CASCADE', null=True, index=False)
+    value = CharField(max_length=255, null=True)
     well = ForeignKeyField(Wells, column_name='well_id', field='id', backref='annotations_set', on_delete='CASCADE', null=True, index=False)
-    assay = ForeignKeyField(Assays, column_name='assay_id', field='id', backref='annotations_set', on_delete='CASCADE', null=True, index=False)
-    annotator = ForeignKeyField(Users, column_name='annotator_id', field='id', backref='annotations_set', index=False)
-    description = MediumTextField(null=True)
-    created = TimestampDateTimeField(constraints=[SQL("DEFAULT CURRENT_TIMESTAMP")])
 
     class Meta:
         table_name = 'annotations'
@@ -1036,12 +1036,12 @@ class Annotations(BaseModel):
 
 class Rois(BaseModel):
     id = UnsignedIntegerAutoField()
-    well = ForeignKeyField(Wells, column_name='well_id', field='id', backref='rois_set', on_delete='CASCADE', index=False)
-    y0 = SmallIntegerField()
-    x0 = SmallIntegerField()
-    y1 = SmallIntegerField()
-    x1 = SmallIntegerField()
     ref = ForeignKeyField(Refs, column_name='ref_id', field='id', backref='rois_set', index=False)
+    well = ForeignKeyField(Wells, column_name='well_id', field='id', backref='rois_set', on_delete='CASCADE', index=False)
+    x0 = SmallIntegerField()
+    x1 = SmallIntegerField()
+    y0 = SmallIntegerField()
+    y1 = SmallIntegerField()
 
     class Meta:
         table_name = 'rois'
@@ -1055,10 +1055,10 @@ class Rois(BaseModel):
 
 class WellFeatures(BaseModel):
     id = UnsignedMediumAutoField()
-    well = ForeignKeyField(Wells, column_name='well_id', field='id', backref='wellfeatures_set', on_delete='CASCADE', index=False)
-    type = ForeignKeyField(Features, column_name='type_id', field='id', backref='wellfeatures_set', index=False)
     floats = LongBlobField()
     sha1 = BinaryField(max_length=40)
+    type = ForeignKeyField(Features, column_name='type_id', field='id', backref='wellfeatures_set', index=False)
+    well = ForeignKeyField(Wells, column_name='well_id', field='id', backref='wellfeatures_set', on_delete='CASCADE', index=False)
 
     class Meta:
         table_name = 'well_features'
@@ -1071,9 +1071,9 @@ class WellFeatures(BaseModel):
 
 class WellTreatments(BaseModel):
     id = UnsignedIntegerAutoField()
-    well = ForeignKeyField(Wells, column_name='well_id', field='id', backref='welltreatments_set', on_delete='CASCADE', index=False)
     batch = ForeignKeyField(Batches, column_name='batch_id', field='id', backref='welltreatments_set', index=False)
     micromolar_dose = UnsignedDoubleField(null=True)
+    well = ForeignKeyField(Wells, column_name='well_id', field='id', backref='welltreatments_set', on_delete='CASCADE', index=False)
 
     class Meta:
         table_name = 'well_treatments'

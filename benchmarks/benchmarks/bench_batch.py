@@ -61,6 +61,11 @@ class WellFeatures(_Sandbox):
 
         batch.plan_well_features(runs=self.runs, feature="MI")
 
+    def time_plan_only_unsized(self) -> None:
+        from valarfast import batch
+
+        batch.plan_well_features(runs=self.runs, feature="MI", sized=False)
+
     def time_to_frame(self) -> None:
         from valarfast import batch
 
