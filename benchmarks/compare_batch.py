@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -274,7 +275,7 @@ def check_same(db: str, runs: list[int], width: int, conn: Any) -> None:
 def report(
     label: str, db: str, runs: list[int], width: int, conn: Any, methods: list[str], reps: int
 ) -> dict[str, float]:
-    """Median seconds per method; the methods take turns in each round (fair under noise)."""
+    """Median seconds per method; the methods take turns in each round, in a shuffled order."""
     total, largest = blob_bytes(db, runs)
     print(f"\n== {label}: {len(runs)} runs, {total / 1e6:.1f} MB of blobs, largest {largest} B ==")
     slow = [m for m in methods if m == "sauronlab-frame"]
@@ -282,8 +283,8 @@ def report(
     times: dict[str, list[float]] = {m: [] for m in methods}
     for m in fast:
         call(m, db, runs, width, conn)  # warm-up (server cache, imports)
-    for _ in range(reps):
-        for m in fast:
+    for k in range(reps):  # a new order each round: no method always follows the same one
+        for m in random.Random(k).sample(fast, len(fast)):
             t = time.perf_counter()
             result = call(m, db, runs, width, conn)
             times[m].append(time.perf_counter() - t)
@@ -302,8 +303,9 @@ def report(
     return med
 
 
-def width_options(runs: list[int], reps: int) -> None:
-    """What finding the matrix width costs: the metadata query with and without LENGTH()."""
+def width_options(runs: list[int], reps: int, conn: Any) -> None:
+    """What finding the matrix width costs: the metadata query with and without LENGTH(), and
+    the two stages of each valarfast path next to the floor (same rounds, shuffled order)."""
     from valarfast import batch
     from valarfast.streaming import current_database, query_all
 
@@ -315,22 +317,29 @@ def width_options(runs: list[int], reps: int) -> None:
         f"(SELECT id FROM features WHERE name = %s) WHERE w.run_id IN ({marks})"
     )
     plan = batch.plan_well_features(runs=runs, feature=FEATURE)
+    unsized = batch.plan_well_features(runs=runs, feature=FEATURE, sized=False)
     out = np.empty(plan.shape, np.float32)
     cases = {
         "metadata with LENGTH(floats)": lambda: query_all(db, sql.format("LENGTH(wf.floats)"),
                                                           [FEATURE, *runs]),
         "metadata without LENGTH": lambda: query_all(db, sql.format("0"), [FEATURE, *runs]),
+        "plan, sized (out= path)": lambda: batch.plan_well_features(runs=runs, feature=FEATURE),
+        "plan, unsized (default)": lambda: batch.plan_well_features(runs=runs, feature=FEATURE,
+                                                                    sized=False),
         "streamed read into out=": lambda: batch.read_well_features(plan, out=out),
+        "streamed read, width learnt": lambda: batch.read_well_features(unsized),
+        "pymysql-floor": lambda: m_pymysql_floor(runs, plan.shape[1], conn),
     }  # fmt: skip
     times: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(reps):
-        for k, f in cases.items():
+    for round_ in range(reps):
+        for name in random.Random(round_).sample(list(cases), len(cases)):
             t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    print("\n-- width discovery (2 runs) --")
+            cases[name]()
+            times[name].append(time.perf_counter() - t)
+    print("\n-- width discovery and stages (2 runs) --")
     for k, xs in times.items():
-        print(f"  {k:30s} median {statistics.median(xs) * 1000:7.1f} ms")
+        med, low = statistics.median(xs) * 1000, min(xs) * 1000
+        print(f"  {k:30s} median {med:7.1f} ms  min {low:7.1f} ms")
 
 
 def ratios(med: dict[str, float]) -> None:
@@ -387,7 +396,7 @@ def main() -> None:
             check_same(db, two, width, conn)
             med2 = report("2 runs", db, two, width, conn, list(METHODS), args.reps)
             ratios(med2)
-            width_options(two, args.reps)
+            width_options(two, args.reps, conn)
             scale = ["valarfast", "valarfast+frame", "valarfast out=", "valarpy-way",
                      "pymysql-floor", "pymysql-naive"]  # fmt: skip
             med4 = report("4 runs (scale)", db, four, width, conn, scale, max(3, args.reps // 2))
