@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +106,25 @@ def drop_database(name: str) -> None:
 def config_for(database: str) -> dict[str, Any]:
     """A valarfast config mapping for a database on the test server."""
     return {"database": database, **server_settings()}
+
+
+@contextmanager
+def scratch_database(prefix: str = "vf_test") -> Iterator[tuple[str, dict[str, Any]]]:
+    """A fresh Valar database for a block: yields ``(name, config)``, dropped on exit."""
+    name = create_valar_database(prefix)
+    try:
+        yield name, config_for(name)
+    finally:
+        drop_database(name)
+
+
+@contextmanager
+def sandbox_database(**fill: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """A scratch database filled by ``valarfast.sandbox.fill(**fill)``: ``(name, config, box)``."""
+    import valarfast
+    from valarfast import sandbox
+
+    with scratch_database() as (name, config):
+        with valarfast.opened(config):
+            box = sandbox.fill(**fill)
+        yield name, config, box

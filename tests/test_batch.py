@@ -29,22 +29,9 @@ FRAMES = 3000
 @pytest.fixture(scope="module")
 def filled_db(mariadb: dict[str, Any]) -> Iterator[tuple[sandbox.Sandbox, str]]:
     """3 runs x 12 wells (2 missing a row each; the last run has no well features)."""
-    name = dbtools.create_valar_database()
-    try:
-        with Valar(dbtools.config_for(name)) as valar:
-            valar.open()
-            summary = sandbox.fill(
-                runs=3,
-                wells_per_run=12,
-                frames=FRAMES,
-                seed=11,
-                ragged=7,
-                missing_wells=2,
-                featureless_runs=1,
-            )
-        yield summary, name
-    finally:
-        dbtools.drop_database(name)
+    fill = {"runs": 3, "wells_per_run": 12, "frames": FRAMES, "seed": 11, "ragged": 7}
+    with dbtools.sandbox_database(**fill, missing_wells=2, featureless_runs=1) as (name, _, box):
+        yield box, name
 
 
 @pytest.fixture()

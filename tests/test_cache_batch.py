@@ -29,16 +29,9 @@ pytestmark = pytest.mark.mariadb
 @pytest.fixture(scope="module")
 def filled(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A database of our own: 2 runs x 8 wells x up to 20,000 frames (ragged, one well missing)."""
-    name = dbtools.create_valar_database()
-    try:
-        config = dbtools.config_for(name)
-        with valarfast.opened(config):
-            box = sandbox.fill(
-                runs=2, wells_per_run=8, frames=20_000, seed=11, features=("MI",), missing_wells=1
-            )
+    fill = {"runs": 2, "wells_per_run": 8, "frames": 20_000, "seed": 11, "missing_wells": 1}
+    with dbtools.sandbox_database(**fill, features=("MI",)) as (name, config, box):
         yield {"config": config, "runs": list(box.run_ids), "name": name}
-    finally:
-        dbtools.drop_database(name)
 
 
 def _bits(m: Any) -> np.ndarray:

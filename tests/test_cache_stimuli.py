@@ -23,14 +23,9 @@ from valarfast.cache import BlobCache, CacheCorruptionWarning, CacheKey, namespa
 @pytest.fixture(scope="module")
 def filled(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A database of our own: 2 runs, a battery of 3 assays (about 400-500 frames each)."""
-    name = dbtools.create_valar_database()
-    try:
-        config = dbtools.config_for(name)
-        with valarfast.opened(config):
-            box = sandbox.fill(runs=2, wells_per_run=4, frames=1_000, seed=3, features=("MI",))
+    fill = {"runs": 2, "wells_per_run": 4, "frames": 1_000, "seed": 3, "features": ("MI",)}
+    with dbtools.sandbox_database(**fill) as (name, config, box):
         yield {"config": config, "box": box, "name": name}
-    finally:
-        dbtools.drop_database(name)
 
 
 def _entries(directory: Path, kind: str) -> list[Path]:

@@ -17,7 +17,7 @@ import pytest
 from sshd import SshServer, no_leaks_fixture, sshd_server_fixture  # noqa: F401
 
 import valarfast
-from valarfast import batch, sandbox
+from valarfast import batch
 from valarfast.cache import BlobCache, make_keys, namespace_for
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.sshd, pytest.mark.usefixtures("no_leaks")]
@@ -25,14 +25,9 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.sshd, pytest.mark.usefixtures("no
 
 @pytest.fixture(scope="module")
 def filled(mariadb: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    name = dbtools.create_valar_database()
-    try:
-        config = dbtools.config_for(name)
-        with valarfast.opened(config):
-            box = sandbox.fill(runs=2, wells_per_run=6, frames=5_000, seed=9, features=("MI",))
+    fill = {"runs": 2, "wells_per_run": 6, "frames": 5_000, "seed": 9, "features": ("MI",)}
+    with dbtools.sandbox_database(**fill) as (_, config, box):
         yield {"config": config, "runs": list(box.run_ids)}
-    finally:
-        dbtools.drop_database(name)
 
 
 def _through(config: dict[str, Any], server: SshServer, backend: str) -> dict[str, Any]:
