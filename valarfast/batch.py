@@ -766,16 +766,7 @@ def _complete_lengths(
         for t in rows
     ]
     unknown = sorted({int(t[3]) for t in out if t[3] is not None and t[4] is None})
-    found: dict[int, int] = {}
-    for chunk in _chunks(unknown):
-        sql = f"SELECT id, LENGTH(floats) FROM well_features WHERE id IN {in_list(db, len(chunk))}"
-        found.update((int(i), int(n)) for i, n in query_all(db, sql, chunk))
-    gone = [i for i in unknown if i not in found]
-    if gone:
-        raise ValarError(
-            f"well_features {gone[:10]} disappeared between two metadata queries (deleted "
-            "meanwhile?); nothing was read"
-        )
+    found = _blob_lengths(db, "well_features", "floats", unknown)
     return [
         t if t[3] is None or t[4] is not None else (*t[:4], found[int(t[3])], t[5]) for t in out
     ]
