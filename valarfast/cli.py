@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -118,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = fn(rest)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left (`valarfast info | head`): quiet, as `cat` would be
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error at exit
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer killed by the signal
     except USER_ERRORS as e:
         print(f"valarfast {name}: error: {_one_line(e)}", file=sys.stderr)
         return 1

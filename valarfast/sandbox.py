@@ -60,6 +60,10 @@ STIMULI: tuple[tuple[str, str, bool, int | None], ...] = (
 _DEFAULT_PACKET = 16 * 1024 * 1024
 _MAX_ROWS_PER_INSERT = 500
 _EPOCH = datetime(2021, 3, 1, 9, 0, 0)
+#: a plate is 8 x 12; the sandbox makes each column a dose (MI rises from column 1 to 12)
+PLATE_COLUMNS = 12
+#: stimuli per run, each starting a burst of motion in the sandbox's MI
+STIMULUS_BURSTS = 6
 
 
 @dataclass(frozen=True)
@@ -468,6 +472,7 @@ class _Builder:
         with_features = run_ids[: len(run_ids) - kw["featureless_runs"]]
         missing: list[int] = []
         plan: list[tuple[int, int, int]] = []  # (well id, feature id, length)
+        column: dict[int, int] = {}  # well id -> plate column (its dose)
         for r in with_features:
             skip = set(self.rng.choice(len(wells[r]), size=kw["missing_wells"], replace=False))
             for i, w in enumerate(wells[r]):
@@ -476,13 +481,14 @@ class _Builder:
                     continue
                 length = frames - int(self.rng.integers(0, ragged + 1))
                 plan.extend((w, f, length) for f in feature_ids.values())
+                column[w] = i % PLATE_COLUMNS
         ids = iter(self._ids("well_features", len(plan)))
         total = 0
 
         def rows() -> Iterable[tuple[int, int, int, bytes, bytes]]:
             nonlocal total
             for w, f, length in plan:
-                blob = encode_floats(self._feature_values(length))
+                blob = encode_floats(self._feature_values(length, column[w]))
                 total += len(blob)
                 sha1 = hashlib.sha1(blob).hexdigest().encode("ascii")
                 yield (next(ids), w, f, blob, sha1)
@@ -490,9 +496,19 @@ class _Builder:
         n = self.w.insert("well_features", ("id", "well_id", "type_id", "floats", "sha1"), rows())
         return sorted(missing), n, total
 
-    def _feature_values(self, length: int) -> np.ndarray:
-        """Motion-like values: mostly >= 0, some negative, NaN at frame 0 and sprinkled."""
-        values = np.abs(self.rng.standard_normal(length, dtype=np.float32)) * np.float32(50.0)
+    def _feature_values(self, length: int, column: int) -> np.ndarray:
+        """Motion-like values: mostly >= 0, some negative, NaN at frame 0 and sprinkled.
+
+        Not pure noise, so that a picture of them shows something: the plate's columns are a
+        dose series (activity rises from column 1 to 12), and every sixth of the run a stimulus
+        starts a burst of motion that decays.
+        """
+        dose = np.float32(0.2 + 1.6 * column / max(1, PLATE_COLUMNS - 1))
+        period = max(1, length // STIMULUS_BURSTS)
+        phase = (np.arange(length, dtype=np.float32) % period) / np.float32(period)
+        activity = np.float32(0.3) + dose * (1 + 4 * np.exp(np.float32(-10.0) * phase))
+        noise = np.abs(self.rng.standard_normal(length, dtype=np.float32))
+        values = (noise * activity * np.float32(20.0)).astype(np.float32)
         n_neg = max(1, length // 100)
         values[self.rng.integers(0, length, n_neg)] *= np.float32(-1.0)
         values[self.rng.integers(0, length, max(1, length // 1000))] = np.nan
