@@ -193,8 +193,30 @@ class ReconnectPolicyMixin:
         super().begin(*args, **kwargs)  # type: ignore[misc]
 
 
+#: peewee 3 replaces the session's sql_mode by ``PIPES_AS_CONCAT`` alone (it writes ``||`` for
+#: string concatenation); peewee 4 leaves the server's mode alone
+_PEEWEE_SETS_SQL_MODE = peewee.MySQLDatabase.sql_mode is not None
+
+
 class ValarMySQLDatabase(GuardedDatabaseMixin, ReconnectPolicyMixin, peewee.MySQLDatabase):
-    """Valar on MySQL/MariaDB through PyMySQL: write guard + reconnect policy."""
+    """Valar on MySQL/MariaDB through PyMySQL: write guard + reconnect policy.
+
+    The server's ``sql_mode`` is kept (MariaDB's default is strict: a bad ENUM value, an
+    out-of-range integer or a too-long string is refused, not silently truncated). On peewee 3,
+    ``PIPES_AS_CONCAT`` is added to it instead of replacing it.
+    """
+
+    sql_mode = None  # a config's own "sql_mode" still wins (it travels in connect_params)
+
+    def _connect(self) -> Any:
+        conn = super()._connect()
+        if _PEEWEE_SETS_SQL_MODE:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''),"
+                    " 'PIPES_AS_CONCAT')"
+                )
+        return conn
 
 
 def _regexp(pattern: str | None, value: Any) -> bool | None:
