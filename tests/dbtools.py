@@ -128,3 +128,24 @@ def sandbox_database(**fill: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
         with valarfast.opened(config):
             box = sandbox.fill(**fill)
         yield name, config, box
+
+
+@contextmanager
+def bound_database(database_class: type, seed: Any = None) -> Iterator[Any]:
+    """A scratch database opened with ``database_class`` (a peewee database built here, e.g. one
+    that counts statements) and bound to the model's proxy for the block; ``seed()`` runs first
+    with writing enabled. The previous binding is restored and the database dropped on exit."""
+    from valarfast import guard, metamodel
+
+    with scratch_database() as (name, _):
+        database = database_class(name, charset="utf8mb4", **server_settings())
+        previous = metamodel.database_proxy.obj
+        metamodel.database_proxy.initialize(database)
+        try:
+            if seed is not None:
+                with guard.writes_enabled():
+                    seed()
+            yield database
+        finally:
+            metamodel.database_proxy.initialize(previous)
+            database.close()

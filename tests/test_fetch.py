@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from valarfast import guard, metamodel, model
+from valarfast import guard, model
 from valarfast.errors import ValarLookupError, ValarTableTypeError
 from valarfast.model import Experiments, Refs, Runs, Users, Wells
 
@@ -41,18 +41,8 @@ REF_NAMES = ["ref_five", "a%b_c", "it's", "ref%", "x_y"]
 @pytest.fixture(scope="module")
 def db(mariadb: dict[str, Any]) -> Iterator[GuardedMySQL]:
     """A private database with a few rows (written with writing enabled), bound to the model."""
-    name = dbtools.create_valar_database()
-    database = GuardedMySQL(name, charset="utf8mb4", **dbtools.server_settings())
-    previous = metamodel.database_proxy.obj
-    metamodel.database_proxy.initialize(database)
-    try:
-        with guard.writes_enabled():
-            _seed()
+    with dbtools.bound_database(GuardedMySQL, seed=_seed) as database:
         yield database
-    finally:
-        metamodel.database_proxy.initialize(previous)
-        database.close()
-        dbtools.drop_database(name)
 
 
 def _seed() -> None:

@@ -239,18 +239,12 @@ class GuardedMySQL(guard.GuardedDatabaseMixin, peewee.MySQLDatabase):
 @pytest.fixture(scope="module")
 def db(mariadb: dict[str, Any]) -> Iterator[GuardedMySQL]:
     """A private database for this module (its tests enable writing), bound to the model."""
-    name = dbtools.create_valar_database()
-    database = GuardedMySQL(name, charset="utf8mb4", **dbtools.server_settings())
-    previous = metamodel.database_proxy.obj
-    metamodel.database_proxy.initialize(database)
-    try:
-        with guard.writes_enabled():
-            model.Suppliers.create(name="acme")
+    with dbtools.bound_database(GuardedMySQL, seed=_seed) as database:
         yield database
-    finally:
-        metamodel.database_proxy.initialize(previous)
-        database.close()
-        dbtools.drop_database(name)
+
+
+def _seed() -> None:
+    model.Suppliers.create(name="acme")
 
 
 def _status(db: GuardedMySQL) -> dict[str, int]:
