@@ -1,10 +1,11 @@
 # cython: language_level=3, embedsignature=True
 """Compiled blob kernels of valarfast: big-endian blobs -> native rows and matrices.
 
-Kernels compute; ``valarfast.blobs`` checks and allocates. Each function re-checks what it must
-to never write out of bounds, and reports a bad input by a negative status code (mapped to a
-message by ``valarfast.blobs``) *before* writing anything. The GIL is released for work above
-``GIL_RELEASE_BYTES``.
+Kernels compute; ``valarfast.blobs`` checks and allocates (``decode_blob`` calls the allocator
+and dtype that ``valarfast.blobs`` hands it, to save a round trip). Each function re-checks
+what it must to never write out of bounds, and reports a bad input by a negative status code
+(mapped to a message by ``valarfast.blobs``) *before* writing anything. The GIL is released
+for work above ``GIL_RELEASE_BYTES``.
 """
 
 cimport cython
@@ -54,11 +55,12 @@ cdef enum:
     ST_TOO_LONG = -4    # row longer than the output
     ST_OUT = -5         # output not a writable C-contiguous buffer of that item size
     ST_ROW = -6         # row index outside the matrix
+    ST_SIZE = -7        # output not 1-D of exactly the blob's items
     # below this many bytes of work, keeping the GIL is cheaper than releasing it (~0.1 us)
     GIL_BYTES = 16384
 
-OK, ERR_NOT_BUFFER, ERR_BUFFER, ERR_RAGGED, ERR_TOO_LONG, ERR_OUT, ERR_ROW = (
-    ST_OK, ST_NOT_BUFFER, ST_BUFFER, ST_RAGGED, ST_TOO_LONG, ST_OUT, ST_ROW
+OK, ERR_NOT_BUFFER, ERR_BUFFER, ERR_RAGGED, ERR_TOO_LONG, ERR_OUT, ERR_ROW, ERR_SIZE = (
+    ST_OK, ST_NOT_BUFFER, ST_BUFFER, ST_RAGGED, ST_TOO_LONG, ST_OUT, ST_ROW, ST_SIZE
 )
 GIL_RELEASE_BYTES = GIL_BYTES
 
@@ -116,23 +118,52 @@ cdef int get_out(object out, Py_buffer *view, int width) except -1:
     return ST_OK
 
 
-def blob_nbytes(object blob):
-    """Byte length of a row: >= 0, -1 for None... as a status: ST_NOT_BUFFER / ST_BUFFER."""
-    cdef Py_buffer view
-    cdef Py_ssize_t n
+cdef struct Borrowed:
+    const unsigned char *buf  # the row's bytes (NULL for None)
+    Py_ssize_t len            # their number, or a status < 0 (nothing held)
+    bint held                 # view holds an export: release it with give_back()
+    Py_buffer view
+
+
+cdef inline int borrow(object blob, Borrowed *src) except -1:
+    """Point src at a row's bytes: an exact bytes directly, None as 0 bytes, another object
+    through a C-contiguous buffer export. A bad row sets src.len to ST_NOT_BUFFER / ST_BUFFER
+    (nothing held). Returns 0; -1 only with an unexpected exception (e.g. MemoryError)."""
+    src.held = False
+    src.buf = NULL
+    src.len = 0
     if PyBytes_CheckExact(blob):
-        return PyBytes_GET_SIZE(blob)
-    if blob is None:
-        return 0
-    if not PyObject_CheckBuffer(blob):
-        return ST_NOT_BUFFER
-    try:
-        PyObject_GetBuffer(blob, &view, PyBUF_C_CONTIGUOUS)
-    except (BufferError, TypeError, ValueError):
-        return ST_BUFFER
-    n = view.len
-    PyBuffer_Release(&view)
-    return n
+        src.buf = <const unsigned char *>PyBytes_AS_STRING(blob)
+        src.len = PyBytes_GET_SIZE(blob)
+    elif blob is None:
+        pass
+    elif not PyObject_CheckBuffer(blob):
+        src.len = ST_NOT_BUFFER
+    else:
+        try:
+            PyObject_GetBuffer(blob, &src.view, PyBUF_C_CONTIGUOUS)
+        except (BufferError, TypeError, ValueError):
+            src.len = ST_BUFFER
+            return 0
+        src.held = True
+        src.buf = <const unsigned char *>src.view.buf
+        src.len = src.view.len
+    return 0
+
+
+cdef inline void give_back(Borrowed *src) noexcept:
+    """Release what borrow() holds (idempotent)."""
+    if src.held:
+        src.held = False
+        PyBuffer_Release(&src.view)
+
+
+def blob_nbytes(object blob):
+    """Byte length of a row (0 for None), or a status < 0: ST_NOT_BUFFER / ST_BUFFER."""
+    cdef Borrowed src
+    borrow(blob, &src)
+    give_back(&src)
+    return src.len
 
 
 @cython.cdivision(True)
@@ -142,27 +173,16 @@ def decode_row(object blob, object out, int width, bint flip, bint stream):
     Nothing is written unless the blob is valid and fits; the rest of `out` is not touched.
     ``None`` writes nothing and returns 0.
     """
-    cdef Py_buffer src_view
+    cdef Borrowed src
     cdef Py_buffer out_view
-    cdef const unsigned char *src
     cdef Py_ssize_t n
-    cdef bint held = False
     cdef int status
-    if PyBytes_CheckExact(blob):
-        src = <const unsigned char *>PyBytes_AS_STRING(blob)
-        n = PyBytes_GET_SIZE(blob)
-    elif blob is None:
+    if blob is None:
         return 0
-    elif not PyObject_CheckBuffer(blob):
-        return ST_NOT_BUFFER
-    else:
-        try:
-            PyObject_GetBuffer(blob, &src_view, PyBUF_C_CONTIGUOUS)
-        except (BufferError, TypeError, ValueError):
-            return ST_BUFFER
-        held = True
-        src = <const unsigned char *>src_view.buf
-        n = src_view.len
+    borrow(blob, &src)
+    n = src.len
+    if n < 0:
+        return n
     try:
         if n % width != 0:
             return ST_RAGGED
@@ -174,16 +194,57 @@ def decode_row(object blob, object out, int width, bint flip, bint stream):
                 return ST_TOO_LONG
             if n >= GIL_BYTES:
                 with nogil:
-                    decode_span(src, <unsigned char *>out_view.buf, n, width, flip, _use_avx2,
-                                stream)
+                    decode_span(src.buf, <unsigned char *>out_view.buf, n, width, flip,
+                                _use_avx2, stream)
             else:
-                decode_span(src, <unsigned char *>out_view.buf, n, width, flip, _use_avx2, False)
+                decode_span(src.buf, <unsigned char *>out_view.buf, n, width, flip, _use_avx2,
+                            False)
         finally:
             PyBuffer_Release(&out_view)
     finally:
-        if held:
-            PyBuffer_Release(&src_view)
+        give_back(&src)
     return n // width
+
+
+@cython.cdivision(True)
+def decode_blob(object blob, object out, int width, bint flip, Py_ssize_t stream_bytes,
+                object empty, object dtype):
+    """Decode a whole blob into `out` (1-D, exactly the blob's items) or, if `out` is None,
+    into a new array ``empty(nitems, dtype)``; returns that array, or a status int < 0 with
+    nothing written (ST_SIZE: `out` is not 1-D of exactly that length). ``None`` is an empty
+    blob. Stores are non-temporal above `stream_bytes`. One call for `valarfast.blobs.decode`.
+    """
+    cdef Borrowed src
+    cdef Py_buffer out_view
+    cdef Py_ssize_t n
+    cdef int status
+    borrow(blob, &src)
+    n = src.len
+    if n < 0:
+        return n
+    try:
+        if n % width != 0:
+            return ST_RAGGED
+        if out is None:
+            out = empty(n // width, dtype)
+        status = get_out(out, &out_view, width)
+        if status != ST_OK:
+            return status
+        try:
+            if out_view.ndim != 1 or out_view.len != n:
+                return ST_SIZE
+            if n >= GIL_BYTES:
+                with nogil:
+                    decode_span(src.buf, <unsigned char *>out_view.buf, n, width, flip,
+                                _use_avx2, n > stream_bytes)
+            else:
+                decode_span(src.buf, <unsigned char *>out_view.buf, n, width, flip, _use_avx2,
+                            False)
+        finally:
+            PyBuffer_Release(&out_view)
+    finally:
+        give_back(&src)
+    return out
 
 
 @cython.cdivision(True)
@@ -377,30 +438,19 @@ cdef class RowWriter:
 
     @cython.cdivision(True)
     def write(self, Py_ssize_t i, object blob):
-        cdef Py_buffer src_view
-        cdef const unsigned char *src
+        cdef Borrowed src
         cdef unsigned char *dst
         cdef Py_ssize_t n
-        cdef bint held = False
         if not self.held:
             return ST_OUT
         if i < 0 or i >= self.nrows:
             return ST_ROW
-        if PyBytes_CheckExact(blob):
-            src = <const unsigned char *>PyBytes_AS_STRING(blob)
-            n = PyBytes_GET_SIZE(blob)
-        elif blob is None:
+        if blob is None:
             return 0
-        elif not PyObject_CheckBuffer(blob):
-            return ST_NOT_BUFFER
-        else:
-            try:
-                PyObject_GetBuffer(blob, &src_view, PyBUF_C_CONTIGUOUS)
-            except (BufferError, TypeError, ValueError):
-                return ST_BUFFER
-            held = True
-            src = <const unsigned char *>src_view.buf
-            n = src_view.len
+        borrow(blob, &src)
+        n = src.len
+        if n < 0:
+            return n
         try:
             if n % self.width != 0:
                 return ST_RAGGED
@@ -409,12 +459,11 @@ cdef class RowWriter:
             dst = <unsigned char *>self.view.buf + i * self.ncols * self.width
             if n >= GIL_BYTES:
                 with nogil:
-                    decode_span(src, dst, n, self.width, self.flip, _use_avx2, self.stream)
+                    decode_span(src.buf, dst, n, self.width, self.flip, _use_avx2, self.stream)
             else:
-                decode_span(src, dst, n, self.width, self.flip, _use_avx2, False)
+                decode_span(src.buf, dst, n, self.width, self.flip, _use_avx2, False)
         finally:
-            if held:
-                PyBuffer_Release(&src_view)
+            give_back(&src)
         return n // self.width
 
 

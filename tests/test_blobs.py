@@ -222,6 +222,48 @@ def test_bad_out_for_batch(
     assert np.array_equal(np.asarray(after), np.asarray(before))
 
 
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: np.zeros(4, np.float32), ValueError, r"shape \(4,\); the blob holds 3 'float'"),
+        (lambda: np.zeros(2, np.float32), ValueError, r"shape \(2,\)"),
+        (lambda: np.zeros((1, 3), np.float32), ValueError, "1 dimension"),
+        (lambda: np.zeros(6, np.float32)[::2], ValueError, "C-contiguous"),
+        (lambda: np.zeros(3, np.float64), ValueError, "dtype float64"),
+        (lambda: np.zeros(3, ">f4"), ValueError, "dtype >f4"),
+        (lambda: np.zeros(3, np.int32), ValueError, "dtype int32"),
+        (lambda: bytearray(12), TypeError, "numpy array"),
+    ],
+)
+def test_bad_out_for_decode_leaves_it_untouched(
+    make: Any, error: type[Exception], message: str, backend: str
+) -> None:
+    out = make()
+    before = bytes(out) if isinstance(out, bytearray) else out.copy()
+    with pytest.raises(error, match=message):
+        blobs.decode(F32, "float", out=out)
+    assert (out == before) if isinstance(out, bytearray) else np.array_equal(out, before)
+    frozen = np.zeros(3, np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        blobs.decode(F32, "float", out=frozen)
+    with pytest.raises(ValueError, match=r"shape \(1,\); the blob holds 0"):
+        blobs.decode(None, "float", out=np.zeros(1, np.float32))
+    empty = np.zeros(0, np.float32)
+    assert blobs.decode(None, "float", out=empty) is empty
+
+
+class _Subclass(np.ndarray):
+    pass
+
+
+def test_decode_into_an_ndarray_subclass(backend: str) -> None:
+    out = np.zeros(3, np.float32).view(_Subclass)
+    assert blobs.decode(F32, "float", out=out) is out
+    assert out.tolist() == [1.0, -2.5, 3.25]
+    assert blobs.decode(F32, "unsigned_float").tolist() == [1.0, -2.5, 3.25]
+
+
 def test_bad_out_for_single_and_row(backend: str) -> None:
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
         blobs.decode(F32, "float", out=np.zeros(4, np.float32))

@@ -282,3 +282,80 @@ def test_row_writer_matches_reference(backend: str, data: st.DataObject, type_na
     for i, d in enumerate(decoded):
         assert same(out[i, : len(d)], d)
         assert (out[i, len(d) :] == 3).all()
+
+
+def no_alloc(n: int, dtype: Any) -> np.ndarray:
+    raise AssertionError("decode_blob allocated although out was given or the blob was bad")
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    type_name=st.sampled_from(NUMERIC),
+    kind=KINDS,
+    offset=st.integers(0, 7),
+    use_out=st.booleans(),
+)
+def test_decode_blob_matches_reference(
+    backend: str, data: st.DataObject, type_name: str, kind: str, offset: int, use_out: bool
+) -> None:
+    """The one-call kernel of decode(): a new array from `empty`, or exactly `out`, bit-exact."""
+    raw = data.draw(st.none() | blob_bytes(type_name))
+    expected = reference(raw or b"", type_name)
+    spec = blobs._TYPES[type_name]
+    blob = None if raw is None else as_input(raw, kind, offset)
+    stream_bytes = data.draw(st.sampled_from([0, 1 << 24]))
+    out = np.full(len(expected), 9, dtype=NATIVE[type_name]) if use_out else None
+    empty = no_alloc if use_out else np.empty
+    got = blobs._K.decode_blob(blob, out, spec.width, spec.flip, stream_bytes, empty, spec.dtype)
+    assert isinstance(got, np.ndarray)
+    if use_out:
+        assert got is out
+    assert same(got, expected)
+
+
+def test_large_single_blob_streamed_and_unaligned(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """decode() above the GIL and streaming thresholds, from an unaligned source (head/tail)."""
+    monkeypatch.setattr(blobs, "STREAM_BYTES", 0)
+    rng = np.random.default_rng(11)
+    for type_name, n in [("float", 100_003), ("unsigned_short", 70_001), ("double", 30_001)]:
+        raw = rng.integers(0, 256, n * WIDTH[type_name], dtype=np.uint8).tobytes()
+        src = as_input(raw, "memoryview", 3)
+        assert same(blobs.decode(src, type_name), reference(raw, type_name))
+        out = np.zeros(n + 1, NATIVE[type_name])[1:]  # unaligned start of the output
+        assert blobs.decode(raw, type_name, out=out) is out
+        assert same(out, reference(raw, type_name))
+
+
+BAD_DECODE_BLOB = [
+    ("str", "abcd", lambda: np.zeros(1, np.float32), -1),
+    ("int", 42, lambda: np.zeros(1, np.float32), -1),
+    ("strided", memoryview(b"\x00" * 16)[::2], lambda: np.zeros(2, np.float32), -2),
+    ("ragged", b"\x00" * 6, lambda: np.zeros(1, np.float32), -3),
+    ("out too long", b"\x00" * 8, lambda: np.zeros(3, np.float32), -7),
+    ("out too short", b"\x00" * 8, lambda: np.zeros(1, np.float32), -7),
+    ("None, out not empty", None, lambda: np.zeros(1, np.float32), -7),
+    ("out 2-D", b"\x00" * 8, lambda: np.zeros((1, 2), np.float32), -7),
+    ("out item size", b"\x00" * 8, lambda: np.zeros(2, np.float64), -5),
+    ("out strided", b"\x00" * 8, lambda: np.zeros(4, np.float32)[::2], -5),
+    ("out read-only", b"\x00" * 8, lambda: np.frombuffer(b"\x01" * 8, np.float32), -5),
+    ("out not a buffer", b"\x00" * 8, lambda: [0.0, 0.0], -5),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "blob", "make_out", "status"), BAD_DECODE_BLOB, ids=[b[0] for b in BAD_DECODE_BLOB]
+)
+def test_decode_blob_reports_before_writing(
+    backend: str, what: str, blob: Any, make_out: Any, status: int
+) -> None:
+    out = make_out()
+    before = np.array(out, copy=True)
+    kernels = blobs._K  # compiled or the numpy fallback
+    assert kernels.decode_blob(blob, out, 4, False, 0, no_alloc, np.dtype(np.float32)) == status
+    assert np.array_equal(np.asarray(out), before)
+    if status in (-1, -2, -3):  # a bad blob: nothing allocated either
+        assert kernels.decode_blob(blob, None, 4, False, 0, no_alloc, np.float32) == status
+    assert kernels.ERR_SIZE == -7

@@ -27,6 +27,7 @@ ERR_RAGGED = -3
 ERR_TOO_LONG = -4
 ERR_OUT = -5
 ERR_ROW = -6
+ERR_SIZE = -7
 
 _BIG: dict[int, np.dtype[Any]] = {
     1: np.dtype("u1"),
@@ -114,6 +115,28 @@ def decode_row(blob: Any, out: Any, width: int, flip: bool, stream: bool) -> int
         return ERR_TOO_LONG
     dst[:n] = _decode(src, width, flip)
     return n
+
+
+def decode_blob(
+    blob: Any, out: Any, width: int, flip: bool, stream_bytes: int, empty: Any, dtype: Any
+) -> Any:
+    """Decode a whole blob into the 1-D `out` of exactly its items, or into ``empty(n, dtype)``
+    if `out` is None; that array, or a status code < 0 (ERR_SIZE: out of another length)."""
+    src = memoryview(b"") if blob is None else _source(blob)
+    if isinstance(src, int):
+        return src
+    if src.nbytes % width:
+        return ERR_RAGGED
+    n = src.nbytes // width
+    if out is None:
+        out = empty(n, dtype)
+    dst = _target(out, width)
+    if isinstance(dst, int):
+        return dst
+    if memoryview(out).ndim != 1 or dst.size != n:
+        return ERR_SIZE
+    dst[:] = _decode(src, width, flip)
+    return out
 
 
 def fill(out: Any, start: int, width: int, pattern: int) -> int:

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -87,6 +87,10 @@ _TYPES: dict[str, TypeSpec] = {
     )
 }
 TEXT_TYPE = "utf8_char"
+#: type name -> (width, flip, dtype): decode()'s kernel arguments, unpacked in one step
+_DECODE_ARGS: dict[str, tuple[int, bool, np.dtype]] = {
+    name: (s.width, s.flip, s.dtype) for name, s in _TYPES.items()
+}
 TYPE_NAMES: tuple[str, ...] = (*_TYPES, TEXT_TYPE)
 _UINT_OF_WIDTH: dict[int, np.dtype[Any]] = {
     1: np.dtype("u1"),
@@ -296,6 +300,10 @@ def _fill_bits(spec: TypeSpec, fill: Any) -> int:
     return int(scalar.view(_UINT_OF_WIDTH[spec.width])[()])
 
 
+#: the allocator of decode()'s new arrays (looked up once; called by the kernel)
+_empty = np.empty
+
+
 def _stream(nbytes: int) -> bool:
     return nbytes > STREAM_BYTES
 
@@ -313,31 +321,31 @@ def decode(blob: Any, dtype: str, *, out: np.ndarray | None = None) -> Any:
     >>> decode("hi".encode(), "utf8_char")
     'hi'
     """
-    if dtype == TEXT_TYPE:
-        return _decode_text(blob, out)
-    spec = _TYPES.get(dtype) or _type_spec(dtype)
-    nbytes = _K.blob_nbytes(blob)
-    if nbytes < 0:
-        raise _status_error(nbytes, "blob", blob, spec)
-    if nbytes % spec.width:
-        raise _status_error(-3, "blob", blob, spec)
-    n = nbytes // spec.width
-    if out is None:
-        out = np.empty(n, spec.dtype)
-    else:
-        _require_out(out, spec, 1)
-        if out.shape != (n,):
-            raise ValueError(f"out has shape {out.shape}; the blob holds {n} {spec.name!r} items")
-    written = _K.decode_row(blob, out, spec.width, spec.flip, nbytes > STREAM_BYTES)
-    if written == -5:
-        _check_out(out, spec, 1)
-    if written != n:  # only if the blob changed size meanwhile
-        raise (
-            _status_error(written, "blob", blob, spec, room=n)
-            if written < 0
-            else BlobDecodeError("blob changed size while decoding")
-        )
-    return out
+    try:
+        width, flip, native = _DECODE_ARGS[dtype]
+    except (KeyError, TypeError):  # TypeError: an unhashable type name
+        if dtype == TEXT_TYPE:
+            return _decode_text(blob, out)
+        spec = _type_spec(dtype)  # raises for an unknown name
+        width, flip, native = spec.width, spec.flip, spec.dtype
+    if out is not None and not (out.__class__ is np.ndarray and out.dtype is native):
+        _require_out(out, _TYPES[dtype], 1)
+    # one kernel call: checks the blob (and out), allocates np.empty(n, native) if out is None,
+    # decodes; an int is a status code (nothing written)
+    result = _K.decode_blob(blob, out, width, flip, STREAM_BYTES, _empty, native)
+    if result.__class__ is int:
+        _raise_decode_error(result, blob, _TYPES[dtype], out)
+    return result
+
+
+def _raise_decode_error(code: int, blob: Any, spec: TypeSpec, out: Any) -> NoReturn:
+    """Name what :func:`decode` found wrong (the kernel wrote nothing)."""
+    if code in (-5, -7):
+        _check_out(out, spec, 1)  # raises for a strided, read-only or n-D out
+    if code == -7:
+        n = _K.blob_nbytes(blob) // spec.width
+        raise ValueError(f"out has shape {out.shape}; the blob holds {n} {spec.name!r} items")
+    raise _status_error(code, "blob", blob, spec)
 
 
 def _decode_text(blob: Any, out: Any) -> str:
