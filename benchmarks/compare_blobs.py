@@ -156,9 +156,10 @@ def main() -> None:
         size = case.rows * case.items * blobs.dtype_for(case.type_name).itemsize
         for name, seconds in results:
             fresh, out = seconds / vf["valarfast"], seconds / vf["valarfast, out"]
+            digits = 2 if seconds < 1e-5 else 1  # sub-microsecond cases need the hundredths
             print(
-                f"{case.name:30} {name:17} {seconds * 1e6:10.1f} {size / seconds / 1e9:7.2f} "
-                f"{fresh:8.2f} {out:7.2f}"
+                f"{case.name:30} {name:17} {seconds * 1e6:10.{digits}f} "
+                f"{size / seconds / 1e9:7.2f} {fresh:8.2f} {out:7.2f}"
             )
         print()
 
