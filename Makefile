@@ -22,7 +22,8 @@ bench:  ## one-run comparisons (medians, throughput, ratios), each against its b
 	VALARFAST_REQUIRE_COMPILED=1 $(PYTHON) benchmarks/compare_cache.py
 	VALARFAST_REQUIRE_COMPILED=1 $(PYTHON) benchmarks/compare_tunnels.py
 
-bench-asv:  ## asv suites against the installed valarfast
+bench-asv:  ## asv suites against the installed valarfast (records this machine first, no prompt)
+	$(PYTHON) -m asv machine --yes --config benchmarks/asv.conf.json >/dev/null
 	$(PYTHON) -m asv run --python=same --config benchmarks/asv.conf.json
 
 clean-ext:  ## remove the compiled module and generated C
