@@ -3,7 +3,8 @@ PYTHON ?= python3
 
 .PHONY: build build-isolated test lint bench bench-asv clean-ext
 
-build:  ## editable install, compiles valarfast._kernels (needs setuptools, wheel, Cython>=3.1)
+build:  ## editable install, compiles valarfast._kernels in this environment (fetches Cython if missing)
+	$(PYTHON) -m pip install -q 'setuptools>=64' wheel 'Cython>=3.1'
 	$(PYTHON) -m pip install --no-build-isolation -e .
 
 build-isolated:  ## the way a fresh machine builds: pip fetches setuptools + Cython itself
