@@ -479,7 +479,7 @@ def stimulus_frames(
             "SELECT id, frames, frames_sha1 FROM stimulus_frames "
             f"WHERE id IN {in_list(db, len(chunk))}"
         )
-        for sf_id, blob, sha1 in stream_rows(db, sql, chunk):
+        for sf_id, blob, sha1 in stream_rows(db, sql, chunk, zero_copy=True):
             a, s, nbytes = by_id[int(sf_id)]
             row = values[row_of[s]]
             first, *others = starts_by_assay[a]
@@ -576,7 +576,7 @@ def sensor_data(runs: Any, sensor: Any, *, cache: Any = None) -> SensorDataResul
         sql = (
             f"SELECT id, floats, floats_sha1 FROM sensor_data WHERE id IN {in_list(db, len(chunk))}"
         )
-        for sd_id, blob, sha1 in stream_rows(db, sql, chunk):
+        for sd_id, blob, sha1 in stream_rows(db, sql, chunk, zero_copy=True):
             what = f"sensor_data {sd_id} (run {run_of[int(sd_id)]}, sensor {sens.name!r})"
             if bytes(sha1) != sha1_of[int(sd_id)]:
                 raise _changed(what, len(blob))
@@ -632,7 +632,8 @@ def _stream_into(
     seen = 0
     try:
         for chunk in _chunks(sorted(position)):
-            for row_id, blob, *tag in stream_rows(db, sql + in_list(db, len(chunk)), chunk):
+            query = sql + in_list(db, len(chunk))
+            for row_id, blob, *tag in stream_rows(db, query, chunk, zero_copy=True):
                 if len(blob) != expected[row_id] or (
                     tag and digests is not None and bytes(tag[0]) != digests[position[row_id]]
                 ):
@@ -720,7 +721,8 @@ def _read_growing(plan: WellFeaturePlan, *, fill: float, progress: bool) -> Well
     seen = 0
     try:
         for chunk in _chunks(sorted(position)):
-            for row_id, blob, sha1 in stream_rows(db, sql + in_list(db, len(chunk)), chunk):
+            query = sql + in_list(db, len(chunk))
+            for row_id, blob, sha1 in stream_rows(db, query, chunk, zero_copy=True):
                 i = position[row_id]
                 if bytes(sha1) != digests[i]:
                     raise _changed(f"row {row_id} (well {plan.well_ids[i]})", len(blob))
