@@ -114,3 +114,27 @@ def test_row_of_packet_length_encodings() -> None:
     assert row[3] is None and row[4] == 12
     # fewer values than columns: stop there, as PyMySQL does
     assert streaming.row_of_packet(b"\x01a", [(None, None)] * 3, min_view=1)[0] == b"a"
+
+
+def test_zero_copy_stream_lost_midway_is_raised_not_retried(model: Any) -> None:
+    """KILL the connection after the first of 400 rows of 1 MB: ConnectionLostError, no retry,
+    and the next statement gets a new connection."""
+    import dbtools
+
+    from valarfast.errors import ConnectionLostError
+
+    db = model.conn.database
+    thread = db.connection().thread_id()
+    sql = "SELECT seq, REPEAT(_binary 'z', 1000000) FROM seq_0_to_399"
+    stream = streaming.stream_rows(db, sql, zero_copy=True)
+    assert next(stream)[0] == 0
+    admin = dbtools.admin_connection()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"KILL CONNECTION {int(thread)}")
+    finally:
+        admin.close()
+    with pytest.raises(ConnectionLostError, match="middle of a streamed result"):
+        for _ in stream:
+            pass
+    assert streaming.query_all(db, "SELECT CONNECTION_ID()")[0][0] != thread

@@ -21,6 +21,7 @@ kernels read a memoryview as they read bytes. Other values are what PyMySQL give
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Iterator, Sequence
@@ -229,3 +230,10 @@ def _close_quietly(cursor: Any) -> None:
         cursor.close()
     except Exception:  # a broken connection cannot drain the rest
         logger.debug("closing a streaming cursor failed", exc_info=True)
+        # nothing more can be read: mark PyMySQL's unbuffered result done, so that its
+        # finalizers (cursor and result __del__) do not try to drain a closed socket again
+        result = getattr(cursor, "_result", None)
+        if result is not None and getattr(result, "unbuffered_active", False):
+            result.unbuffered_active = False
+        with contextlib.suppress(AttributeError, TypeError):
+            cursor.connection = None
