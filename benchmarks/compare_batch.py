@@ -399,7 +399,7 @@ def main() -> None:
             width_options(two, args.reps, conn)
             scale = ["valarfast", "valarfast+frame", "valarfast out=", "valarpy-way",
                      "pymysql-floor", "pymysql-naive"]  # fmt: skip
-            med4 = report("4 runs (scale)", db, four, width, conn, scale, max(3, args.reps // 2))
+            med4 = report("4 runs (scale)", db, four, width, conn, scale, args.reps)
             ratios(med4)
             conn.close()
         _, largest = blob_bytes(db, two)
