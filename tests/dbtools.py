@@ -103,6 +103,16 @@ def drop_database(name: str) -> None:
         conn.close()
 
 
+def kill_connection(thread_id: int) -> None:
+    """``KILL CONNECTION`` a server thread (a connection of ours) from an admin session."""
+    admin = admin_connection()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"KILL CONNECTION {int(thread_id)}")
+    finally:
+        admin.close()
+
+
 def config_for(database: str) -> dict[str, Any]:
     """A valarfast config mapping for a database on the test server."""
     return {"database": database, **server_settings()}

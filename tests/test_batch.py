@@ -417,13 +417,7 @@ def test_lost_connection_inside_a_transaction_is_raised(fresh: Any) -> None:
 
 
 def kill(valar: Valar) -> None:
-    thread = valar.database.connection().thread_id()
-    admin = dbtools.admin_connection()
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"KILL CONNECTION {thread}")
-    finally:
-        admin.close()
+    dbtools.kill_connection(valar.database.connection().thread_id())
 
 
 def test_two_rows_for_one_well_and_feature_are_refused(fresh: Any) -> None:

@@ -128,12 +128,7 @@ def test_zero_copy_stream_lost_midway_is_raised_not_retried(model: Any) -> None:
     sql = "SELECT seq, REPEAT(_binary 'z', 1000000) FROM seq_0_to_399"
     stream = streaming.stream_rows(db, sql, zero_copy=True)
     assert next(stream)[0] == 0
-    admin = dbtools.admin_connection()
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"KILL CONNECTION {int(thread)}")
-    finally:
-        admin.close()
+    dbtools.kill_connection(thread)
     with pytest.raises(ConnectionLostError, match="middle of a streamed result"):
         for _ in stream:
             pass
