@@ -95,22 +95,22 @@ def drop_database(name: str) -> None:
     """Drop a database this process created (refuses any name without the test prefix)."""
     if not name.startswith(("vf_test_", "vf_bench_")):
         raise ValueError(f"refusing to drop {name!r}: not a database made by valarfast's tests")
-    conn = admin_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    finally:
-        conn.close()
+    _admin_execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 def kill_connection(thread_id: int) -> None:
     """``KILL CONNECTION`` a server thread (a connection of ours) from an admin session."""
-    admin = admin_connection()
+    _admin_execute(f"KILL CONNECTION {int(thread_id)}")
+
+
+def _admin_execute(sql: str) -> None:
+    """Run one statement on a short-lived admin connection."""
+    conn = admin_connection()
     try:
-        with admin.cursor() as cur:
-            cur.execute(f"KILL CONNECTION {int(thread_id)}")
+        with conn.cursor() as cur:
+            cur.execute(sql)
     finally:
-        admin.close()
+        conn.close()
 
 
 def config_for(database: str) -> dict[str, Any]:
